@@ -1,4 +1,4 @@
-"""Tiny random HF Qwen2 checkpoints for reference checks (built locally; no hub)."""
+"""Tiny random HF Qwen2 / Qwen3 checkpoints for reference checks (built locally; no hub)."""
 from __future__ import annotations
 
 import pathlib
@@ -6,10 +6,11 @@ import pathlib
 import numpy as np
 
 
-def make_hf_model(seed: int = 0, **config):
-    """A randomly initialised transformers Qwen2ForCausalLM (float32) with every weight non-trivial."""
+def make_hf_model(seed: int = 0, family: str = "qwen2", **config):
+    """A randomly initialised transformers Qwen2ForCausalLM or (family="qwen3") Qwen3ForCausalLM (float32)
+    with every weight non-trivial."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
     base = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
@@ -17,7 +18,9 @@ def make_hf_model(seed: int = 0, **config):
     base.update(config)
     attn = base.pop("attn_implementation")
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(Qwen2Config(**base)).to(torch.float32)
+    prefix = {"qwen2": "Qwen2", "qwen3": "Qwen3"}[family]
+    config_cls, model_cls = getattr(transformers, f"{prefix}Config"), getattr(transformers, f"{prefix}ForCausalLM")
+    model = model_cls(config_cls(**base)).to(torch.float32)
     model.config._attn_implementation = attn
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -29,9 +32,9 @@ def make_hf_model(seed: int = 0, **config):
     return model
 
 
-def make_hf_checkpoint(path: pathlib.Path, seed: int = 0, **config) -> pathlib.Path:
-    """Saves a random tiny Qwen2 checkpoint (config.json + model.safetensors) to `path`."""
-    model = make_hf_model(seed, **config)
+def make_hf_checkpoint(path: pathlib.Path, seed: int = 0, family: str = "qwen2", **config) -> pathlib.Path:
+    """Saves a random tiny Qwen2 / Qwen3 checkpoint (config.json + model.safetensors) to `path`."""
+    model = make_hf_model(seed, family, **config)
     model.save_pretrained(path, safe_serialization=True)
     return pathlib.Path(path)
 

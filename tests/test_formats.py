@@ -28,6 +28,7 @@ PROMPT_SHA256 = {
     ("research", "research_v1"): "87e802b6736cb3165ea6a644d4fe2f2c7118b21828103c9eeb338ce0c7f8b23b",
     ("search_r1", "search_r1_v1"): "0c23c49da0ad8b6846955294a2f4fc07c3e6f009069b0c255bed05bc04f6b35d",
     ("atom_searcher", "atom_searcher_v1"): "8ac2db6eda0e99e663947bcfdcdf04ea34699abc136d0ba04c5765b226efbee6",
+    ("hermes", "hermes_code_v1"): "da0900667f5bb3ca21f3b45489e46464f182fed274b30d49738ae7b3998ca0a4",
 }
 
 DOC = {"id": "d1", "contents": '"Paris"\nParis is the capital of France.'}
@@ -62,7 +63,7 @@ def chatml(system: str, user: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_names_and_unknown():
-    assert sorted(FORMATS) == ["atom_searcher", "research", "search_r1"]
+    assert sorted(FORMATS) == ["atom_searcher", "hermes", "research", "search_r1"]
     for name in FORMATS:
         assert get_format(name).name == name
     with pytest.raises(ValueError, match="atom_searcher.*research.*search_r1"):
@@ -195,12 +196,14 @@ def test_render_results_char_budget():
 
 
 WRAPPERS = {"research": ("<result>", "</result>"), "search_r1": ("<information>", "</information>"),
-            "atom_searcher": ("<tool_response>", "</tool_response>")}
+            "atom_searcher": ("<tool_response>", "</tool_response>"), "hermes": ("<tool_response>", "</tool_response>")}
+# Options that give each format a search tool (hermes offers only the code interpreter by default).
+WITH_SEARCH = {"hermes": {"prompt_version": "hermes_code_search_v1"}}
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_forged_tags_cannot_close_result_block(name):
-    fmt = get_format(name)
+    fmt = get_format(name, **WITH_SEARCH.get(name, {}))
     open_tag, close_tag = WRAPPERS[name]
     for rendered in (fmt.render_results([[FORGED_DOC, DOC]]), fmt.render_failure(FORGED_TEXT)):
         assert rendered.count(open_tag) == 1 and rendered.count(close_tag) == 1

@@ -36,7 +36,7 @@ def trajectory(name: str, answer: str = "Paris") -> str:
 
 # ---------------------------------------------------------------------------------------------- outcome
 def test_registry():
-    assert sorted(OUTCOME_REWARDS) == ["deepresearcher", "research", "search_r1_em", "search_r1_format"]
+    assert sorted(OUTCOME_REWARDS) == ["deepresearcher", "math", "research", "search_r1_em", "search_r1_format"]
     with pytest.raises(ValueError, match="deepresearcher"):
         get_outcome_reward("nope")
 

@@ -25,10 +25,13 @@ from atomsearch_jax.formats.base import (
     AtomicThought,
     FormatReport,
     ToolCall,
+    check_tool_turn,
     find_blocks,
     neutralize,
     split_title_text,
     strip_trailing_specials,
+    tool_call_body,
+    tool_response_turn,
     truncate_chars,
 )
 
@@ -36,11 +39,6 @@ TOOL_NAME = "web_search"
 STRUCTURAL_TAGS = frozenset({"think", "answer", "tool_call", "tool_response", "search", "result", "information"})
 _TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*\Z")
 _TAG = re.compile(r"<(/?)([A-Za-z_][A-Za-z0-9_\-]*)>|<\|[A-Za-z0-9_]+\|>")
-_ENVIRONMENT = re.compile(
-    r"\s*<\|im_end\|>\s*<\|im_start\|>user\s*(?:<tool_response>.*?</tool_response>\s*)+<\|im_end\|>\s*"
-    r"<\|im_start\|>assistant\s*",
-    re.DOTALL,
-)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 _TOOL_SCHEMA = {
@@ -130,6 +128,18 @@ def scan_think(body: str, turn: int) -> tuple[list[AtomicThought], list[str]]:
     return thoughts, errors
 
 
+def search_payload(results: Sequence[Sequence[dict]], max_chars_per_doc: int | None) -> str:
+    """Search results as the JSON a `<tool_response>` carries: per query a list of {title, text}, neutralized."""
+    payload = []
+    for docs in results:
+        entries = []
+        for doc in docs:
+            title, text = split_title_text(doc)
+            entries.append({"title": neutralize(title), "text": neutralize(truncate_chars(text, max_chars_per_doc))})
+        payload.append(entries)
+    return _dump(payload)
+
+
 def parse_call_json(body: str) -> tuple[list[str] | None, str | None]:
     """Queries of a `<tool_call>` body (`{"name": "web_search", "arguments": {"query": [..]}}`).
 
@@ -179,38 +189,21 @@ class AtomSearcherFormat(AgentFormat):
 
     # -- tool calls -----------------------------------------------------------------------------------
     def parse_tool_call_with_reason(self, segment_text: str) -> tuple[ToolCall | None, str | None]:
-        stripped = segment_text.rstrip()
-        if not stripped.endswith("</tool_call>"):
-            return None, None
-        body_end = len(stripped) - len("</tool_call>")
-        start = stripped.rfind("<tool_call>", 0, body_end)
-        if start < 0:
-            return None, "</tool_call> without a preceding <tool_call>"
-        queries, reason = parse_call_json(stripped[start + len("<tool_call>") : body_end])
+        body, raw, reason = tool_call_body(segment_text)
+        if body is None:
+            return None, reason
+        queries, reason = parse_call_json(body)
         if queries is None:
             return None, reason
         if len(queries) > self.max_queries_per_call:
             return None, f"too many queries in one call ({len(queries)} > {self.max_queries_per_call})"
-        return ToolCall(queries=queries, raw=stripped[start:]), None
-
-    def _wrap_response(self, content: str) -> str:
-        return (
-            f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n"
-            f"<|im_start|>assistant\n{self.generation_prefix}"
-        )
+        return ToolCall(queries=queries, raw=raw), None
 
     def render_results(self, results: Sequence[Sequence[dict]], *, max_chars_per_doc: int | None = None) -> str:
-        payload = []
-        for docs in results:
-            entries = []
-            for doc in docs:
-                title, text = split_title_text(doc)
-                entries.append({"title": neutralize(title), "text": neutralize(truncate_chars(text, max_chars_per_doc))})
-            payload.append(entries)
-        return self._wrap_response(_dump(payload))
+        return tool_response_turn(search_payload(results, max_chars_per_doc), self.generation_prefix)
 
     def render_failure(self, error: str) -> str:
-        return self._wrap_response(_dump({"error": neutralize(error.strip())}))
+        return tool_response_turn(_dump({"error": neutralize(error.strip())}), self.generation_prefix)
 
     def render_turn(self, thoughts, *, queries=None, answer=None) -> str:
         self._check_render_turn_args(queries, answer)
@@ -259,21 +252,12 @@ class AtomSearcherFormat(AgentFormat):
                 errors.extend(scan_think(text[pos + len("<think>") : end], turn)[1])
             pos = _skip_space(text, end + len("</think>"))
             if text.startswith("<tool_call>", pos):
-                close = text.find("</tool_call>", pos)
-                if close < 0:
-                    errors.append(f"unclosed <tool_call> (turn {turn})")
+                check = check_tool_turn(self, text, pos, turn)
+                errors.extend(check.errors)
+                n_calls += check.closed
+                if check.end is None:
                     break
-                close += len("</tool_call>")
-                _, reason = self.parse_tool_call_with_reason(text[pos:close])
-                if reason:
-                    errors.append(f"malformed tool call (turn {turn}): {reason}")
-                n_calls += 1
-                env = _ENVIRONMENT.match(text, close)
-                if env is None:
-                    errors.append("tool call without tool response" if not text[close:].strip()
-                                  else f"tool call not followed by a tool response (turn {turn})")
-                    break
-                pos, turn = env.end(), turn + 1
+                pos, turn = check.end, turn + 1
             elif text.startswith("<answer>", pos):
                 close = text.find("</answer>", pos)
                 if close < 0:

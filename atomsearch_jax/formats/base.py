@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +27,20 @@ class AtomicThought:
     turn: int
 
 
+SEARCH_TOOL = "search"
+CODE_TOOL = "code_interpreter"
+
+
 @dataclasses.dataclass(frozen=True)
 class ToolCall:
-    """A parsed tool call: the search queries (non-empty, stripped) and the raw call text."""
+    """A parsed tool call: the search queries (non-empty, stripped; empty for other tools), the raw call
+    text, which tool the host runs (`SEARCH_TOOL` or `CODE_TOOL`) and its arguments (`{"code": str}` for
+    the code interpreter)."""
 
     queries: list[str]
     raw: str
+    tool: str = SEARCH_TOOL
+    arguments: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +185,10 @@ class AgentFormat(abc.ABC):
     def render_failure(self, error: str) -> str:
         """Text inserted when the call failed (retrieval error or malformed call), neutralized, wrapped."""
 
+    def render_code_result(self, stdout: str, stderr: str, error: str | None) -> str:
+        """Text inserted after a code-interpreter call (formats with a code tool override this)."""
+        raise ValueError(f"the {self.name} format has no code interpreter tool")
+
     @abc.abstractmethod
     def render_turn(
         self,
@@ -210,6 +222,77 @@ class AgentFormat(abc.ABC):
             raise ValueError("render_turn needs exactly one of queries= or answer=")
         if queries is not None and (not queries or any(not isinstance(q, str) or not q.strip() for q in queries)):
             raise ValueError(f"render_turn queries must be non-empty strings, got {list(queries)!r}")
+
+
+# The Qwen chat template's tool turn, as the host inserts it after a `<tool_call>`: the assistant turn is
+# closed, a user turn carries the <tool_response> block(s), and a new assistant turn opens.
+TOOL_RESPONSE_TURN = re.compile(
+    r"\s*<\|im_end\|>\s*<\|im_start\|>user\s*(?:<tool_response>.*?</tool_response>\s*)+<\|im_end\|>\s*"
+    r"<\|im_start\|>assistant\s*",
+    re.DOTALL,
+)
+
+
+def tool_call_body(segment_text: str) -> tuple[str | None, str, str | None]:
+    """(body, raw call text, reason) of the `<tool_call>…</tool_call>` that ends `segment_text`.
+
+    body is None when the segment does not end with `</tool_call>` (reason None: no call attempted) or
+    has no opening tag (reason says so).
+    """
+    stripped = segment_text.rstrip()
+    if not stripped.endswith("</tool_call>"):
+        return None, "", None
+    body_end = len(stripped) - len("</tool_call>")
+    start = stripped.rfind("<tool_call>", 0, body_end)
+    if start < 0:
+        return None, "", "</tool_call> without a preceding <tool_call>"
+    return stripped[start + len("<tool_call>") : body_end], stripped[start:], None
+
+
+class ToolTurnCheck(NamedTuple):
+    """Result of `check_tool_turn`: where validation continues (None: it cannot), the errors found, and
+    whether the call was closed (it then counts as a call)."""
+
+    end: int | None
+    errors: list[str]
+    closed: bool
+
+
+def check_tool_turn(fmt: "AgentFormat", text: str, start: int, turn: int) -> ToolTurnCheck:
+    """Validates the `<tool_call>…</tool_call>` starting at text[start] and the tool turn that must follow."""
+    close = text.find("</tool_call>", start)
+    if close < 0:
+        return ToolTurnCheck(None, [f"unclosed <tool_call> (turn {turn})"], False)
+    close += len("</tool_call>")
+    errors = []
+    _, reason = fmt.parse_tool_call_with_reason(text[start:close])
+    if reason:
+        errors.append(f"malformed tool call (turn {turn}): {reason}")
+    env = TOOL_RESPONSE_TURN.match(text, close)
+    if env is None:
+        errors.append("tool call without tool response" if not text[close:].strip()
+                      else f"tool call not followed by a tool response (turn {turn})")
+        return ToolTurnCheck(None, errors, True)
+    return ToolTurnCheck(env.end(), errors, True)
+
+
+def braced_group(text: str, start: int) -> tuple[str, int] | None:
+    """(content, end) of the balanced `{…}` group opening at text[start], or None when it never closes."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1 : i], i + 1
+    return None
+
+
+def tool_response_turn(content: str, generation_prefix: str = "") -> str:
+    """`content` (already neutralized) wrapped as the Qwen tool turn, ending with the generation prefix."""
+    return (f"<|im_end|>\n<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n"
+            f"<|im_start|>assistant\n{generation_prefix}")
 
 
 # Chat tokens a decoded response may end with (EOS / end of turn); ignored by validators.

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from atomsearch_jax.formats.base import (
     FormatReport,
+    braced_group,
     doc_contents,
     last_block,
     neutralize,
@@ -51,17 +52,8 @@ def last_boxed_content(text: str) -> str | None:
         rest = text[i + 1 :]
         arg = rest.split("$", 1)[0].split()
         return arg[0] if arg else None
-    if not text.startswith("{", i):
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None
+    group = braced_group(text, i) if text.startswith("{", i) else None
+    return group[0] if group else None
 
 
 class ReSearchFormat(SearchTagFormat):

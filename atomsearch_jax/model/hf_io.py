@@ -1,4 +1,4 @@
-"""HF Qwen2 checkpoints (config.json + safetensors, single or sharded) <-> our params pytree.
+"""HF Qwen2 / Qwen3 checkpoints (config.json + safetensors, single or sharded) <-> our params pytree.
 
 Layouts: HF linear weights are [out, in]; ours are einsum kernels [in, ...out] with heads split out
 (q: [E, H, D], o: [H, D, E]) and gate/up fused into [E, 2, F]. Loading converts one tensor at a time
@@ -56,12 +56,16 @@ def _tensor_maps(cfg: ModelConfig) -> list[_TensorMap]:
                        lambda w: w.T.reshape(h, d, e), lambda x: (x.reshape(h * d, e).T,)),
         ]
         for name, heads in (("q", h), ("k", k), ("v", k)):
-            maps += [
+            maps.append(
                 _TensorMap((ours, "attn", name, "kernel"), (hf + f"self_attn.{name}_proj.weight",), ((heads * d, e),),
-                           lambda w, n=heads: w.T.reshape(e, n, d), lambda x, n=heads: (x.reshape(e, n * d).T,)),
-                _TensorMap((ours, "attn", name, "bias"), (hf + f"self_attn.{name}_proj.bias",), ((heads * d,),),
-                           lambda b, n=heads: b.reshape(n, d), lambda x, n=heads: (x.reshape(n * d),)),
-            ]
+                           lambda w, n=heads: w.T.reshape(e, n, d), lambda x, n=heads: (x.reshape(e, n * d).T,)))
+            if cfg.attention_bias:
+                maps.append(_TensorMap((ours, "attn", name, "bias"), (hf + f"self_attn.{name}_proj.bias",),
+                                       ((heads * d,),), lambda b, n=heads: b.reshape(n, d),
+                                       lambda x, n=heads: (x.reshape(n * d),)))
+        if cfg.qk_norm:
+            maps += [_TensorMap((ours, "attn", f"{name}_norm", "scale"), (hf + f"self_attn.{name}_norm.weight",),
+                                ((d,),), *same) for name in ("q", "k")]
     if not cfg.tie_word_embeddings:
         maps.append(_TensorMap(("lm_head", "kernel"), ("lm_head.weight",), ((v, e),), lambda w: w.T, lambda x: (x.T,)))
     return maps
@@ -110,7 +114,7 @@ def _get(tree: Any, path: Sequence[str]) -> Any:
 def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
                        mesh: Mesh | None = None, rules: LogicalRules = TRAIN_RULES, scan_layers: bool = False,
                        remat: bool = False) -> tuple[ModelConfig, Any]:
-    """Loads an HF Qwen2/Qwen2.5 checkpoint directory -> (ModelConfig, params).
+    """Loads an HF Qwen2/Qwen2.5/Qwen3 (dense) checkpoint directory -> (ModelConfig, params).
 
     dtype: storage dtype of the params ("float32" or "bfloat16"); compute_dtype defaults to it.
     mesh: place each tensor's shards straight onto the mesh by the parameter rule table (`rules`);
@@ -184,7 +188,7 @@ def _to_host(x: jax.Array) -> np.ndarray:
 
 def save_hf_checkpoint(config: ModelConfig, params: Any, path: str | os.PathLike, *,
                        max_shard_bytes: int | None = None, dtype: str | None = None) -> None:
-    """Writes params as an HF Qwen2 checkpoint (config.json + safetensors) loadable by transformers/vLLM.
+    """Writes params as an HF Qwen2 / Qwen3 checkpoint (config.json + safetensors) loadable by transformers/vLLM.
 
     max_shard_bytes: split into model-0000i-of-0000n.safetensors + index when the model is larger.
     dtype: storage dtype of the written tensors (default: the params' own).

@@ -1,4 +1,4 @@
-"""Qwen2 building blocks as Flax Linen modules: RMSNorm, RoPE, GQA attention with a KV cache, SwiGLU.
+"""Qwen2 / Qwen3 building blocks as Flax Linen modules: RMSNorm, RoPE, GQA attention with a KV cache, SwiGLU.
 
 Shapes: B batch, T new tokens, S cache slots, E hidden, H query heads, K kv heads, G = H // K,
 D head dim, F intermediate size. Parameters carry logical axis names (see parallel/rules.py).
@@ -104,12 +104,15 @@ class Attention(nn.Module):
         """
         cfg, c = self.cfg, self.constrain
         e, h, kv, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.dims_per_head
-        q = Projection(cfg, "bte,ehd->bthd", (e, h, d), ("embed", "heads", "head_dim"), (h, d), ("heads", "head_dim"),
-                       name="q")(x)
-        k = Projection(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"), (kv, d),
+        bias = cfg.attention_bias
+        q = Projection(cfg, "bte,ehd->bthd", (e, h, d), ("embed", "heads", "head_dim"), (h, d) if bias else None,
+                       ("heads", "head_dim"), name="q")(x)
+        k = Projection(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"), (kv, d) if bias else None,
                        ("kv_heads", "head_dim"), name="k")(x)
-        v = Projection(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"), (kv, d),
+        v = Projection(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"), (kv, d) if bias else None,
                        ("kv_heads", "head_dim"), name="v")(x)
+        if cfg.qk_norm:  # Qwen3: every query and key head RMS-normalised over head_dim before RoPE
+            q, k = RMSNorm(cfg, name="q_norm")(q), RMSNorm(cfg, name="k_norm")(k)
         q = c(rotary_embedding(q, positions, cfg.rope_theta), ("batch", "length", "act_heads", "head_dim"))
         k = c(rotary_embedding(k, positions, cfg.rope_theta), ("batch", "length", "act_kv_heads", "head_dim"))
         v = c(v, ("batch", "length", "act_kv_heads", "head_dim"))

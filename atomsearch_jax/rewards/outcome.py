@@ -1,4 +1,5 @@
-"""Outcome rewards: the answer-and-format rewards of ReSearch, DeepResearcher / Atom-Searcher and Search-R1.
+"""Outcome rewards: the answer-and-format rewards of ReSearch, DeepResearcher / Atom-Searcher and Search-R1,
+and the math reward of DAPO / GRPO-TCR (math.py).
 
 Each reward is a function `(response, golden_answers, fmt, *, truncated=False, **params) -> OutcomeResult`
 registered under a config name in `OUTCOME_REWARDS`; `get_outcome_reward(name, **params)` binds parameters.
@@ -7,26 +8,13 @@ written in (it validates and extracts the answer), `truncated` whether generatio
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Callable, Sequence
 
 from atomsearch_jax.formats import AgentFormat
+from atomsearch_jax.rewards.math import math_reward
 from atomsearch_jax.rewards.metrics import exact_match, f1_score, research_f1_score, set_f1_score
-
-
-@dataclasses.dataclass(frozen=True)
-class OutcomeResult:
-    """score: the reward; format_ok: the response passed validation (and was not truncated); answer: the
-    extracted answer or None; em / f1: SQuAD EM and token F1 of the answer (0 without one), for logging;
-    reason: why the score is what it is (format errors, "truncated", ...)."""
-
-    score: float
-    format_ok: bool
-    answer: str | None
-    em: float
-    f1: float
-    reason: str
+from atomsearch_jax.rewards.outcome_result import OutcomeResult
 
 
 OutcomeReward = Callable[..., OutcomeResult]
@@ -86,6 +74,7 @@ def search_r1_format_reward(response: str, golden_answers: Sequence[str], fmt: A
 
 
 OUTCOME_REWARDS: dict[str, OutcomeReward] = {
+    "math": math_reward,
     "research": research_reward,
     "deepresearcher": deepresearcher_reward,
     "search_r1_em": search_r1_em_reward,
