@@ -1,5 +1,6 @@
 """What an experiment config builds before any training: the environment (questions, corpus/retriever,
-tokenizer, format, process judge) and the model. Shared by the `train` and `evaluate` entry points.
+tokenizer, format), the model, the rollout runner and the answer judge. Shared by the `train`,
+`evaluate` and `make_sft_data` entry points.
 """
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from typing import Any
 import jax
 import ml_collections
 
+from atomsearch_jax.agent import RolloutConfig, RolloutRunner
+from atomsearch_jax.clients import EndpointConfig
 from atomsearch_jax.data import QARecord, load_qa_file
+from atomsearch_jax.evaluation import AnswerJudge, AnswerJudgeConfig, EvalDataset
+from atomsearch_jax.evaluation.datasets import subsample
 from atomsearch_jax.formats import AgentFormat, get_format
+from atomsearch_jax.generate import Engine
 from atomsearch_jax.model import ModelConfig, init_params, load_hf_checkpoint
 from atomsearch_jax.search import BM25Retriever, Retriever, make_retriever
 
@@ -32,9 +38,9 @@ class Environment:
     world: Any = None
 
 
-def _load_files(spec: str, what: str) -> list[QARecord]:
+def _load_files(spec: str, what: str, required: bool = True) -> list[QARecord]:
     paths = [p.strip() for p in spec.split(",") if p.strip()]
-    if not paths:
+    if not paths and required:
         raise ValueError(f"config.data.{what} is empty but data.source is 'files'")
     records: list[QARecord] = []
     for path in paths:
@@ -42,8 +48,9 @@ def _load_files(spec: str, what: str) -> list[QARecord]:
     return records
 
 
-def build_environment(config: ml_collections.ConfigDict, workdir: str) -> Environment:
-    """Builds the format, the questions, the retriever and the tokenizer named by `config`."""
+def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_questions: bool = True) -> Environment:
+    """Builds the format, the questions, the retriever and the tokenizer named by `config`. With
+    need_questions=False (evaluation of other sets), empty data.train_files / eval_files are allowed."""
     from transformers import AutoTokenizer
 
     fmt = get_format(config.format)
@@ -61,7 +68,8 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str) -> Enviro
         retriever = (make_retriever(config.search.retriever) if config.search.retriever
                      else BM25Retriever.from_documents(world.corpus))
     elif data.source == "files":
-        train_records, eval_records = _load_files(data.train_files, "train_files"), _load_files(data.eval_files, "eval_files")
+        train_records = _load_files(data.train_files, "train_files", need_questions)
+        eval_records = _load_files(data.eval_files, "eval_files", need_questions)
         if not config.search.retriever:
             raise ValueError("data.source='files' needs config.search.retriever (e.g. 'http:http://host:8000/retrieve')")
         retriever = make_retriever(config.search.retriever)
@@ -70,12 +78,44 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str) -> Enviro
             raise ValueError("data.source='files' needs config.model.hf_path or config.model.tokenizer_path")
     else:
         raise ValueError(f"config.data.source={data.source!r}; expected 'world' or 'files'")
-    if data.eval_size:
-        eval_records = eval_records[: data.eval_size]
+    if data.eval_size:  # per evaluation set, as the papers sample 512 questions of each
+        eval_records = [r for d in group_by_source(eval_records, data.eval_size, config.seed) for r in d.records]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     logging.info("environment: format %s, %d train / %d eval questions, tokenizer %s (%d tokens)", fmt.name,
                  len(train_records), len(eval_records), tokenizer_dir, len(tokenizer))
     return Environment(fmt, tokenizer, retriever, list(train_records), list(eval_records), world)
+
+
+def group_by_source(records: list[QARecord], limit: int = 0, seed: int = 0) -> list[EvalDataset]:
+    """The records as one evaluation set per `source` (first-appearance order), each cut to `limit`
+    (0 = all) by `evaluation.datasets.subsample`."""
+    names = list(dict.fromkeys(r.source for r in records))
+    sets = []
+    for name in names:
+        mine = [r for r in records if r.source == name]
+        sets.append(EvalDataset(name, "", subsample(mine, limit, seed, name), len(mine)))
+    return sets
+
+
+def make_runner(config: ml_collections.ConfigDict, env: Environment, engine: Engine) -> RolloutRunner:
+    """The rollout runner of config.rl.rollout and config.search on `engine`."""
+    r = config.rl.rollout
+    return RolloutRunner(engine, env.tokenizer, env.fmt, env.retriever, RolloutConfig(
+        max_response_tokens=r.max_response_tokens, segment_steps=r.segment_steps, max_tool_calls=r.max_tool_calls,
+        topk=config.search.topk, max_chars_per_doc=config.search.max_chars_per_doc, temperature=r.temperature,
+        top_p=r.top_p, top_k=r.top_k))
+
+
+def make_answer_judge(config: ml_collections.ConfigDict) -> AnswerJudge | None:
+    """The LLM judge of final answers named by config.eval.judge_url / judge_model (None when unset)."""
+    e = config.eval
+    if not e.judge_url:
+        return None
+    if not e.judge_model:
+        raise ValueError("eval.judge_url is set but eval.judge_model (the served model name) is empty")
+    endpoint = EndpointConfig(base_url=e.judge_url, model=e.judge_model, api_key_env=e.judge_api_key_env or None,
+                              max_attempts=e.judge_max_attempts, request_timeout_s=e.judge_timeout_s)
+    return AnswerJudge(AnswerJudgeConfig(endpoint, prompt_version=e.judge_prompt_version))
 
 
 def end_token_ids(tokenizer: Any) -> list[int]:

@@ -20,11 +20,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from atomsearch_jax.agent import RolloutConfig, RolloutRunner, rollout_metrics, training_batch
+from atomsearch_jax.agent import RolloutRunner, rollout_metrics, training_batch
 from atomsearch_jax.data import pipeline_iterator, qa_pipeline, records_dataset
 from atomsearch_jax.data.sft_examples import pad_rows, teacher_sft_example
-from atomsearch_jax.evaluation import evaluate
-from atomsearch_jax.experiment import FORMAT_OUTCOME, Environment, build_environment, build_model
+from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
+from atomsearch_jax.evaluation import evaluate_datasets
+from atomsearch_jax.experiment import (FORMAT_OUTCOME, Environment, build_environment, build_model, group_by_source,
+                                       make_answer_judge, make_runner)
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.model import save_hf_checkpoint, stack_layers, unstack_layers
 from atomsearch_jax.parallel import initialize_distributed, make_mesh
@@ -48,38 +50,65 @@ def _checkpoint_dir(trainer_config: ml_collections.ConfigDict, workdir: str, nam
         trainer_config.checkpoint.directory = os.path.join(os.path.abspath(workdir), "checkpoints", name)
 
 
-def run_sft(config: ml_collections.ConfigDict, env: Environment, model_config, params, mesh, writer) -> Any:
-    """SFT on the world's teacher trajectories; returns the trained params (resumes from checkpoints)."""
-    cfg = config.sft
-    if env.world is None:
-        logging.warning("SFT needs teacher trajectories, which only the synthetic world provides; skipping SFT")
-        return params
+def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[str, tuple]:
     from atomsearch_jax.data.world import TeacherSearchMiss
 
     examples = {}
     for record in env.train_records:
         try:
-            tokens, mask = teacher_sft_example(record, env.fmt, env.retriever, env.tokenizer, topk=config.search.topk,
-                                               max_chars_per_doc=config.search.max_chars_per_doc)
+            examples[record.id] = teacher_sft_example(record, env.fmt, env.retriever, env.tokenizer,
+                                                      topk=config.search.topk,
+                                                      max_chars_per_doc=config.search.max_chars_per_doc)
         except TeacherSearchMiss:
             continue
-        if len(tokens) <= config.model.max_len:
-            examples[record.id] = (tokens, mask)
+    return examples
+
+
+def _file_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[str, tuple]:
+    examples = {}
+    for path in [p.strip() for p in config.sft.trajectory_files.split(",") if p.strip()]:
+        for i, record in enumerate(read_trajectory_file(path, env.fmt)):
+            examples[f"{path}#{i}"] = trajectory_example(record, env.fmt, env.tokenizer,
+                                                         system_prompt=config.sft.system_prompt)
+    return examples
+
+
+def sft_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[str, tuple]:
+    """{key: (tokens, loss_mask)} of the SFT data that fit model.max_len: config.sft.trajectory_files when
+    set, else the synthetic world's teacher; {} when neither is available."""
+    if config.sft.trajectory_files:
+        examples, source = _file_examples(config, env), config.sft.trajectory_files
+    elif env.world is not None:
+        examples, source = _world_teacher_examples(config, env), "the world's teacher"
+    else:
+        return {}
+    fitting = {k: v for k, v in examples.items() if len(v[0]) <= config.model.max_len}
+    logging.info("SFT data: %d trajectories from %s, %d fit model.max_len=%d", len(examples), source, len(fitting),
+                 config.model.max_len)
+    if not fitting:
+        raise ValueError(f"no SFT trajectory from {source} fits model.max_len={config.model.max_len}")
+    return fitting
+
+
+def run_sft(config: ml_collections.ConfigDict, env: Environment, model_config, params, mesh, writer) -> Any:
+    """SFT on trajectory files or the world's teacher; returns the trained params (resumes from checkpoints)."""
+    cfg = config.sft
+    examples = sft_examples(config, env)
     if not examples:
-        raise ValueError(f"no teacher trajectory fits model.max_len={config.model.max_len}")
-    records = [r for r in env.train_records if r.id in examples]
+        logging.warning("SFT needs config.sft.trajectory_files or the synthetic world's teacher; skipping SFT")
+        return params
+    keys = sorted(examples)
     width = -(-max(len(t) for t, _ in examples.values()) // 64) * 64
-    logging.info("SFT: %d teacher trajectories (of %d questions), batch width %d", len(records),
-                 len(env.train_records), width)
+    logging.info("SFT: %d trajectories, batch width %d", len(keys), width)
     _checkpoint_dir(cfg, config.workdir, "sft")
     trainer = SFTTrainer(model_config, params, cfg, mesh=mesh)
-    iterator = pipeline_iterator(qa_pipeline(records_dataset(records), batch_size=cfg.batch_size, seed=config.seed))
+    iterator = pipeline_iterator(qa_pipeline(records_dataset(keys), batch_size=cfg.batch_size, seed=config.seed))
     items = trainer.restore()
     if items:
         iterator.set_state(items["data_iterator"])
         logging.info("SFT resumed at step %d", trainer.step)
     while trainer.step < cfg.steps:
-        batch = pad_rows([examples[r.id] for r in next(iterator)], width)
+        batch = pad_rows([examples[key] for key in next(iterator)], width)
         metrics = trainer.update(batch)
         writer.write(trainer.step, {f"sft/{k}": v for k, v in metrics.items()})
         if trainer.step % 20 == 0 or trainer.step == cfg.steps:
@@ -112,19 +141,26 @@ def make_judge(config: ml_collections.ConfigDict, env: Environment):
     raise ValueError(f"rl.reward.judge={kind!r}; expected oracle, http or none")
 
 
-def make_runner(config: ml_collections.ConfigDict, env: Environment, engine: Engine) -> RolloutRunner:
-    r = config.rl.rollout
-    return RolloutRunner(engine, env.tokenizer, env.fmt, env.retriever, RolloutConfig(
-        max_response_tokens=r.max_response_tokens, segment_steps=r.segment_steps, max_tool_calls=r.max_tool_calls,
-        topk=config.search.topk, max_chars_per_doc=config.search.max_chars_per_doc, temperature=r.temperature,
-        top_p=r.top_p, top_k=r.top_k))
-
-
 def run_eval(runner: RolloutRunner, env: Environment, config, writer, step: int, tag: str) -> dict[str, float]:
-    metrics, _ = evaluate(runner, env.eval_records, temperature=config.eval.temperature, seed=config.seed)
-    writer.write(step, {f"eval/{k}": v for k, v in metrics.items()})
-    logging.info("eval %s (step %d): %s", tag, step, json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-    return metrics
+    """Validation with the evaluation library: one set per source of the eval questions; logs the average
+    and per-set metrics and appends a few full trajectories to workdir/eval_trajectories.jsonl."""
+    e = config.eval
+    result = evaluate_datasets(runner, group_by_source(env.eval_records), n=e.n, temperature=e.temperature,
+                               rows_per_batch=e.rows_per_batch, seed=config.seed, judge=make_answer_judge(config),
+                               progress=False)
+    scalars = {f"eval/{k}": v for k, v in result.average.items() if isinstance(v, (int, float))}
+    if len(result.summaries) > 1:
+        scalars |= {f"eval/{name}/{k}": v for name, metrics in result.summaries.items()
+                    for k, v in metrics.items() if isinstance(v, (int, float))}
+    writer.write(step, scalars)
+    with open(os.path.join(config.workdir, "eval_trajectories.jsonl"), "a", encoding="utf-8") as f:
+        for row in result.rows[: e.log_trajectories]:
+            f.write(json.dumps({"step": step, "tag": tag} | row, ensure_ascii=False) + "\n")
+    shown = {k: round(v, 4) for k, v in result.average.items() if isinstance(v, float)}
+    logging.info("eval %s (step %d): %s", tag, step, json.dumps(shown))
+    for name, metrics in result.summaries.items():
+        logging.info("  %s: n %d, em %.3f, f1 %.3f", name, metrics["n"], metrics["em"], metrics["f1"])
+    return result.average
 
 
 def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, params, mesh, writer,

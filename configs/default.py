@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
         source="world",                  # world | files
         world_seed=0, world_scale=1.0,
         train_files="", eval_files="",    # comma-separated QA files (source=files), any load_qa_file format
-        eval_size=0,                     # questions evaluated (0 = the whole eval split)
+        eval_size=0,                     # questions evaluated per eval set (0 = all; the papers use 512)
     ))
     c.search = ml_collections.ConfigDict(dict(
         retriever="",                    # "" = BM25 over the world corpus; else a make_retriever spec
@@ -42,6 +42,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.optimizer.total_steps = 240
     c.sft.optimizer.final_lr_ratio = 0.1
     c.sft.checkpoint.save_interval_steps = 40
+    # SFT data: trajectory files (comma-separated jsonl/parquet of chat messages, e.g. from
+    # `python -m atomsearch_jax.make_sft_data`), else the synthetic world's built-in teacher.
+    c.sft.trajectory_files = ""
+    c.sft.system_prompt = "format"       # format: train behind the format's own prompt (as RL prompts); file: the file's
 
     c.rl = rl.get_config()
     c.rl.steps = 10
@@ -62,6 +66,13 @@ def get_config() -> ml_collections.ConfigDict:
         judge_url="", judge_model="", judge_api_key_env="",   # http judge: OpenAI-compatible server
         schedule="linear", alpha0=0.5, atr_mode="mean", malformed_policy="penalty",
     ))
-    c.eval = ml_collections.ConfigDict(dict(every=10, temperature=0.0))
+    c.eval = ml_collections.ConfigDict(dict(
+        every=10, temperature=0.0, n=1,  # n sampled runs per question (avg@n, pass@k, maj@n when > 1)
+        rows_per_batch=32,               # rollouts per engine batch
+        log_trajectories=2,              # full trajectories written per validation (workdir/eval_trajectories.jsonl)
+        # LLM judge of final answers ("LJ"): an OpenAI-compatible server; "" = no judge.
+        judge_url="", judge_model="", judge_api_key_env="", judge_prompt_version="answer_judge_v1",
+        judge_max_attempts=4, judge_timeout_s=60.0,
+    ))
     c.export_hf = True
     return c

@@ -12,16 +12,16 @@ A failed search is rendered as a failure message, counted on the trajectory, and
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
+from atomsearch_jax.agent.search_calls import answer_calls
 from atomsearch_jax.agent.trajectory import Trajectory
 from atomsearch_jax.formats import AgentFormat
 from atomsearch_jax.generate import Engine, StopReason, sampling_arrays
-from atomsearch_jax.search import Retriever, SearchResult
+from atomsearch_jax.search import Retriever
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,28 +144,13 @@ class RolloutRunner:
 
     def _search_and_render(self, calls: dict[int, list[str]], books: list[_RowBook]) -> dict[int, str]:
         """One batched retrieval for every query of every pending call -> rendered text per row."""
-        flat = [(row, q) for row, queries in calls.items() for q in queries]
-        results: list[SearchResult]
-        try:
-            results = self.retriever.search([q for _, q in flat], self.config.topk) if flat else []
-        except Exception as err:  # a backend bug must not kill the run: record it per sample
-            logging.exception("retriever raised; recording the failure on %d rows", len(calls))
-            results = [SearchResult(docs=[], error=f"retriever error: {err}") for _ in flat]
-        per_row: dict[int, list[SearchResult]] = {row: [] for row in calls}
-        for (row, _), result in zip(flat, results):
-            per_row[row].append(result)
-        rendered = {}
-        for row, row_results in per_row.items():
-            errors = [r.error for r in row_results if not r.ok]
-            if errors:
+        outcomes = answer_calls(self.retriever, self.fmt, calls, topk=self.config.topk,
+                                max_chars_per_doc=self.config.max_chars_per_doc)
+        for row, outcome in outcomes.items():
+            if outcome.error is not None:
                 books[row].search_failures += 1
-                books[row].errors.append(errors[0])
-            if all(not r.ok for r in row_results):
-                rendered[row] = self.fmt.render_failure(errors[0])
-            else:
-                rendered[row] = self.fmt.render_results([r.docs for r in row_results],
-                                                        max_chars_per_doc=self.config.max_chars_per_doc)
-        return rendered
+                books[row].errors.append(outcome.error)
+        return {row: outcome.rendered for row, outcome in outcomes.items()}
 
     def _export(self, state: Any, records: Sequence[Any], n: int, books: list[_RowBook]) -> list[Trajectory]:
         exported = self.engine.export(state, self.fmt.stop_strings)

@@ -167,6 +167,16 @@ def _raw_rows(path: str) -> Iterator[_RawRow]:
     yield from _jsonl_rows(path, text)
 
 
+def iter_rows(path: PathLike) -> Iterator[tuple[Any, str]]:
+    """(row, "path:line" or "path row N") for every record of a JSON / JSON Lines / parquet / CSV / TSV
+    file, whatever the record schema (the containers `read_qa_file` reads)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"file not found: {path}")
+    for raw in _raw_rows(path):
+        yield raw.row, raw.location
+
+
 # ---------------------------------------------------------------- records
 
 def guess_source(path: PathLike) -> str | None:

@@ -1,0 +1,149 @@
+"""`make_sft_data` as a user runs it, against a loopback OpenAI-compatible server playing the teacher
+(scripted, malformed, slow, failing and stop-string-less replies): exactly the expected filtered set,
+loss masks on the teacher's own turns only, failures counted; plus the filters on hand-made samples."""
+import json
+import re
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from atomsearch_jax.agent.text_rollout import TextTrajectory
+from atomsearch_jax.data import QARecord
+from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
+from atomsearch_jax.formats import get_format
+from atomsearch_jax.sft_data import FilterConfig, filter_question, seed_prompts
+from atomsearch_jax.sft_data.seed_prompts import SEED_PROMPTS
+from chat_fakes import ScriptedChatServer, completion_body
+from cli_helpers import run_cli
+
+FMT = get_format("atom_searcher")
+CALL = FMT.render_turn([("PLAN", "Find the capital."), ("ACTION", "Search for it.")], queries=["capital of France"])
+ANSWER = FMT.render_turn([("OBSERVATION", "The result names Paris."), ("VERIFICATION", "Supported.")], answer="Paris")
+WRONG = FMT.render_turn([("GUESS", "Probably Lyon.")], answer="Lyon")
+QUESTIONS = ["good", "wrong", "malformed", "slow", "fail", "flaky", "nocall", "loop", "garbage", "withstop"]
+_QUESTION = re.compile(r"<\|im_start\|>user\n(\w+):")
+
+
+def strip_stop(text):
+    return text[: -len("</tool_call>")]
+
+
+def teacher(body, attempt):
+    if "messages" in body:  # prompt expansion
+        seed = body["messages"][0]["content"]
+        variant = "<prompt>A careful style.\n<think><PLAN>a</PLAN>\n<CHECK>b</CHECK></think>" + "x" * 80 + "</prompt>"
+        if "sceptical" in seed:
+            return "Sure, here is a variant without the block."
+        if "hypothesis early" in seed:
+            return 500, b"overloaded"
+        if "Plan first" in seed or "Work backwards" in seed:
+            return variant  # the same variant twice: one is a duplicate
+        return variant.replace("A careful style", seed.split("Reasoning style: ")[1].split(".")[0])
+    prompt = body["prompt"]
+    kind = _QUESTION.findall(prompt)[0]
+    turn = prompt.count("<|im_start|>assistant") - 1
+    assert body["stop"] == list(FMT.stop_strings) and body["model"] == "teacher-72b"
+    if kind == "fail":
+        return 500, b"internal error"
+    if kind == "garbage":
+        return 200, b"<html>bad gateway</html>"
+    if kind == "flaky" and attempt == 1:
+        return 503, b"busy"
+    if kind == "malformed":
+        return "<PLAN>no idea</PLAN>\n</think>\nI give up."
+    if kind == "nocall":
+        return ANSWER
+    if kind == "loop" or turn == 0:
+        if kind == "withstop":  # servers that keep the stop string in the text
+            return CALL
+        # vLLM/SGLang style: the stop string is left out of the text and named in stop_reason
+        reply = completion_body(strip_stop(CALL))
+        reply["choices"][0]["stop_reason"] = "</tool_call>"
+        return ("sleep", 0.3, reply) if kind == "slow" else reply
+    return WRONG if kind == "wrong" else ANSWER
+
+
+@pytest.mark.shared_data
+def test_make_sft_data_against_a_scripted_teacher(tmp_path, qwen_tokenizer_dir):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "contents": c}) + "\n" for i, c in enumerate(
+        ['"Paris"\nParis is the capital of France.', '"Lyon"\nLyon is a city in France.', '"Rome"\nRome is in Italy.'])))
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"id": k, "question": f"{k}: what is the capital of France?",
+                                             "golden_answers": ["Paris"]}) + "\n" for k in QUESTIONS))
+    out = tmp_path / "sft" / "data.jsonl"
+    with ScriptedChatServer(teacher) as server:
+        run_cli("make_sft_data", "--config=configs/default.py", "--config.data.source=files",
+                f"--config.model.tokenizer_path={qwen_tokenizer_dir}", f"--config.search.retriever=bm25:{corpus}",
+                "--config.search.topk=1", "--config.model.max_len=2048", f"--qa_files={questions}",
+                f"--teacher_url={server.url}/v1", "--teacher_model=teacher-72b", "--teacher_max_attempts=2",
+                "--teacher_timeout_s=5", "--prompts_per_seed=1", "--samples_per_question=3", "--max_tool_calls=2",
+                "--questions_per_batch=4", f"--workdir={tmp_path / 'work'}", f"--out={out}")
+    stats = json.loads((tmp_path / "sft" / "data.jsonl.stats.json").read_text())
+    assert stats["expansion"] == {"seeds": 10, "requested": 10, "accepted": 7, "rejected": 1, "failed": 1,
+                                  "duplicates": 1}
+    assert stats["kept"] == 4 and stats["questions"] == 10 and stats["samples"] == 30
+    assert stats["rejected"] == {"generation_failed": 6, "search_failed": 0, "format": 6, "tool_calls": 3,
+                                 "length": 0, "f1": 3, "majority": 0, "duplicate": 8}
+    assert stats["generation_errors"] == 6
+    assert stats["atomic_tags"] == {"PLAN": 4, "ACTION": 4, "OBSERVATION": 4, "VERIFICATION": 4}
+
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["flaky", "good", "slow", "withstop"]
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
+    for row, record in zip(rows, read_trajectory_file(str(out), FMT)):
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["system", "user", "assistant", "tool", "assistant"]
+        assert row["messages"][0]["content"].startswith(FMT.system_prompt())
+        assert json.loads(row["messages"][3]["content"])[0][0]["title"] == "Paris"
+        tokens, mask = trajectory_example(record, FMT, tokenizer)
+        trained = tokenizer.decode(tokens[mask == 1])
+        assert trained == CALL + ANSWER  # exactly the teacher's turns, the tool call's stop string included
+        environment = tokenizer.decode(tokens[int(np.argmax(mask)):][mask[int(np.argmax(mask)):] == 0])
+        assert "Paris is the capital of France." in environment and "<tool_response>" in environment
+
+
+def sample(answer, *, calls=1, stop="answer", failures=0, response=None):
+    record = QARecord("q", "capital of France?", ["Paris"], "t")
+    text = response or (CALL + FMT.render_results([[{"contents": '"P"\nParis'}]]) +
+                        FMT.render_turn([("VERIFICATION", f"so {answer}")], answer=answer))
+    return TextTrajectory(record, 0, "", "", segments=[(text, True)], stop_reason=stop, tool_calls=calls,
+                          search_failures=failures)
+
+
+def test_filters_majority_threshold_bounds_and_dedup():
+    cfg = FilterConfig(f1_threshold=0.5, min_agreement=0.5, min_tool_calls=1, max_tool_calls=2, max_tokens=1000,
+                       max_per_question=2)
+    def tokens(t):
+        return len(t.response)
+    # Majority "Paris" (2 of 4); the "Paris France" answer has F1 0.67 but is not the majority answer.
+    group = [sample("Paris"), sample("Paris France"), sample("Paris", calls=3), sample("Lyon")]
+    kept, why = filter_question(group, FMT, cfg, tokens)
+    assert kept == [group[0]] and why == {"majority": 1, "tool_calls": 1, "f1": 1}
+    # No majority share >= 0.5: nothing kept even when right.
+    group = [sample("Paris"), sample("Lyon"), sample("Rome"), sample("Nice")]
+    assert filter_question(group, FMT, cfg, tokens)[1]["majority"] == 1
+    # Identical responses are kept once; a second distinct one fills max_per_question; the third is dropped.
+    group = [sample("Paris"), sample("Paris"), sample("paris"), sample("PARIS")]
+    kept, why = filter_question(group, FMT, cfg, tokens)
+    assert len(kept) == 2 and why == {"duplicate": 2}
+    # Length, search failures and a truncated row.
+    short = FilterConfig(max_tokens=10)
+    assert filter_question([sample("Paris")], FMT, short, tokens)[1] == {"length": 1}
+    assert filter_question([sample("Paris", failures=1)], FMT, cfg, tokens)[1] == {"search_failed": 1}
+    assert filter_question([sample("Paris", stop="length")], FMT, cfg, tokens)[1] == {"format": 1}
+
+
+def test_ten_versioned_seed_prompts_with_two_atomic_examples_each():
+    seeds = seed_prompts()
+    assert len(seeds) == 10 and len({s.id for s in seeds}) == 10 and list(SEED_PROMPTS) == ["atomic_seeds_v1"]
+    for seed in seeds:
+        assert all(len(re.findall(r"<([A-Z_]+)>.*?</\1>", e, re.DOTALL)) >= 2 for e in seed.examples)
+        report = FMT.validate(FMT.render_turn([("PLAN", "x")], answer="y"))
+        assert report.ok
+        # every example is a valid think block of the format
+        turn = seed.examples[0] + "\n</think>\n<answer>\nx\n</answer>"
+        assert FMT.validate(turn).ok, (seed.id, FMT.validate(turn))
+    with pytest.raises(ValueError, match="seed-prompt version"):
+        seed_prompts("nope")
