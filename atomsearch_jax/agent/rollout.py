@@ -1,17 +1,21 @@
 """The host-side rollout loop between jitted decode segments.
 
-    runner = RolloutRunner(engine, tokenizer, fmt, retriever, RolloutConfig(...))
+    runner = RolloutRunner(engine, tokenizer, fmt, retriever, RolloutConfig(...), code_interpreter=...)
     trajectories = runner.run(records, n=G, seed=step)
 
 One `Engine` state holds every row's KV cache for the whole trajectory: prompts are prefilled once per
 group, each decode segment runs until every row stopped (tool-call close, answer close, EOS, budget),
-all stopped rows' tool calls go to the retriever in ONE batched call, the rendered results are appended
+all stopped rows' search calls go to the retriever in ONE batched call, the rendered results are appended
 into the same cache (loss mask 0), and decoding resumes. Nothing already in the cache is re-prefilled.
-A failed search is rendered as a failure message, counted on the trajectory, and never raises.
+Code-interpreter calls are submitted to the interpreter's pool and run while the other rows keep
+decoding; a row resumes once its execution finished (the loop waits only when no row can decode).
+A failed search or sandbox is rendered as a failure message, counted on the trajectory, and never raises.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import logging
 import time
 from typing import Any, Sequence
 
@@ -19,9 +23,10 @@ import numpy as np
 
 from atomsearch_jax.agent.search_calls import answer_calls
 from atomsearch_jax.agent.trajectory import Trajectory
-from atomsearch_jax.formats import AgentFormat
+from atomsearch_jax.formats import CODE_TOOL, AgentFormat
 from atomsearch_jax.generate import Engine, StopReason, sampling_arrays
 from atomsearch_jax.search import Retriever
+from atomsearch_jax.tools import CodeInterpreter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,18 +56,25 @@ class _RowBook:
     tool_calls: int = 0
     search_failures: int = 0
     invalid_tool_calls: int = 0
+    code_calls: int = 0
+    code_errors: int = 0
     result_tokens: int = 0
     errors: list = dataclasses.field(default_factory=list)
 
 
 class RolloutRunner:
-    """Runs agent rollouts on an `Engine` with a retriever, in one agent format."""
+    """Runs agent rollouts on an `Engine` with a retriever and/or a code interpreter, in one agent format.
 
-    def __init__(self, engine: Engine, tokenizer: Any, fmt: AgentFormat, retriever: Retriever,
-                 config: RolloutConfig = RolloutConfig()):
+    retriever: serves search calls (None when the format offers no search: a search call then fails).
+    code_interpreter: serves code calls (None: a code call is rendered as a failure).
+    """
+
+    def __init__(self, engine: Engine, tokenizer: Any, fmt: AgentFormat, retriever: Retriever | None,
+                 config: RolloutConfig = RolloutConfig(), *, code_interpreter: CodeInterpreter | None = None):
         if engine.codec is None:
             raise ValueError("RolloutRunner needs an Engine built with tokenizer= (stop strings are text)")
         self.engine, self.tokenizer, self.fmt, self.retriever, self.config = engine, tokenizer, fmt, retriever, config
+        self.code_interpreter = code_interpreter
         self.stops = engine.stop_set(fmt.stop_strings)
         self.last_stats: dict[str, float] = {}
 
@@ -85,6 +97,7 @@ class RolloutRunner:
         sampling = sampling_arrays(state.num_rows, temperature=cfg.temperature if temperature is None else temperature,
                                    top_k=cfg.top_k, top_p=cfg.top_p)
         books = [_RowBook() for _ in range(rows)]
+        pending: dict[int, concurrent.futures.Future] = {}  # row -> its running code execution
         segments = searches = 0
         search_time = 0.0
         while True:
@@ -93,7 +106,7 @@ class RolloutRunner:
             calls: dict[int, list[str]] = {}
             failures: dict[int, str] = {}
             for row in view.stopped_rows():
-                if row >= rows or books[row].finished:
+                if row >= rows or books[row].finished or row in pending:
                     continue
                 reason = view.stop_reason[row]
                 if reason != StopReason.STOP:
@@ -109,17 +122,27 @@ class RolloutRunner:
                     if call is None:
                         books[row].invalid_tool_calls += 1
                         failures[row] = f"invalid tool call: {why}"
+                    elif call.tool == CODE_TOOL:
+                        self._submit_code(row, call.arguments["code"], pending, failures, books[row])
+                    elif self.retriever is None:
+                        failures[row] = "search is not available in this run"
                     else:
                         calls[row] = call.queries
-            if not calls and not failures:
-                if not view.live_rows():
+            rendered: dict[int, str] = {}
+            if calls:
+                t0 = time.perf_counter()
+                rendered.update(self._search_and_render(calls, books))
+                search_time += time.perf_counter() - t0
+                searches += len(calls)
+            rendered.update({row: self.fmt.render_failure(msg) for row, msg in failures.items()})
+            if pending and not rendered and not view.live_rows():  # nothing can decode: wait for a result
+                concurrent.futures.wait(list(pending.values()), return_when=concurrent.futures.FIRST_COMPLETED)
+            for row in [r for r, future in pending.items() if future.done()]:
+                rendered[row] = self._render_code(pending.pop(row), books[row])
+            if not rendered:
+                if not view.live_rows() and not pending:
                     break
                 continue
-            t0 = time.perf_counter()
-            rendered = self._search_and_render(calls, books)
-            search_time += time.perf_counter() - t0
-            searches += len(calls)
-            rendered.update({row: self.fmt.render_failure(msg) for row, msg in failures.items()})
             spans = {}
             lengths = view.lengths
             for row, text in rendered.items():
@@ -131,7 +154,7 @@ class RolloutRunner:
                     continue
                 books[row].result_tokens += len(ids)
                 spans[row] = ids
-            if not spans and not view.live_rows():
+            if not spans and not view.live_rows() and not pending:
                 break
             state = engine.append(state, spans)
         trajectories = self._export(state, records, n, books)
@@ -141,6 +164,29 @@ class RolloutRunner:
                            "rollout/search_calls": float(searches), "rollout/search_time_s": search_time,
                            "rollout/generated_tokens_per_s": generated / max(elapsed, 1e-9)}
         return trajectories
+
+    def _submit_code(self, row: int, code: str, pending: dict, failures: dict, book: _RowBook) -> None:
+        book.code_calls += 1
+        if self.code_interpreter is None:
+            failures[row] = "the code interpreter is not available in this run"
+        else:
+            pending[row] = self.code_interpreter.submit(code)
+
+    def _render_code(self, future: concurrent.futures.Future, book: _RowBook) -> str:
+        """The tool turn for a finished execution; a sandbox failure is an environment failure."""
+        try:
+            result = future.result()
+        except Exception as err:  # the sandbox itself broke: record it per sample, never kill the run
+            logging.exception("code interpreter raised; recording the failure")
+            book.search_failures += 1
+            book.errors.append(f"code interpreter error: {err}")
+            return self.fmt.render_failure(f"code interpreter error: {err}")
+        if result.error is not None:
+            book.code_errors += 1
+            if result.error.startswith("sandbox"):
+                book.search_failures += 1
+                book.errors.append(result.error)
+        return self.fmt.render_code_result(result.stdout, result.stderr, result.error)
 
     def _search_and_render(self, calls: dict[int, list[str]], books: list[_RowBook]) -> dict[int, str]:
         """One batched retrieval for every query of every pending call -> rendered text per row."""
@@ -167,7 +213,8 @@ class RolloutRunner:
                 prompt_length=r.prompt_length,
                 response=self.tokenizer.decode(response_ids, skip_special_tokens=False),
                 stop_reason=reason, tool_calls=book.tool_calls, search_failures=book.search_failures,
-                invalid_tool_calls=book.invalid_tool_calls, result_tokens=book.result_tokens,
+                invalid_tool_calls=book.invalid_tool_calls, code_calls=book.code_calls, code_errors=book.code_errors,
+                result_tokens=book.result_tokens,
                 search_errors=book.errors))
         return out
 
@@ -183,6 +230,8 @@ def rollout_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
         "rollout/tool_calls_mean": mean([t.tool_calls for t in trajectories]),
         "rollout/search_failures": float(sum(t.search_failures for t in trajectories)),
         "rollout/invalid_tool_calls": float(sum(t.invalid_tool_calls for t in trajectories)),
+        "rollout/code_calls_mean": mean([t.code_calls for t in trajectories]),
+        "rollout/code_errors": float(sum(t.code_errors for t in trajectories)),
     }
     for reason in ("answer", "length", "tool_limit", "no_room"):
         metrics[f"rollout/stop_{reason}_frac"] = mean([t.stop_reason == reason for t in trajectories])

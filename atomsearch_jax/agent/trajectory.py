@@ -16,7 +16,9 @@ class Trajectory:
     response: the decoded text after the prompt (environment blocks included), for rewards.
     stop_reason: "answer" (stopped at the answer/EOS), "length" (ran out of tokens), "tool_limit"
     (asked for more tool calls than allowed), "no_room" (a tool result did not fit).
-    search_failures: tool calls whose retrieval failed (recorded, rendered as a failure message).
+    search_failures: tool calls whose environment failed -- retrieval, or the code sandbox itself (recorded,
+    rendered as a failure message). code_calls / code_errors: code-interpreter calls, and those whose code
+    failed (exception, timeout, limit: the model's own error, shown to it, not an environment failure).
     """
 
     record_index: int
@@ -32,6 +34,8 @@ class Trajectory:
     tool_calls: int = 0
     search_failures: int = 0
     invalid_tool_calls: int = 0
+    code_calls: int = 0
+    code_errors: int = 0
     result_tokens: int = 0
     search_errors: list[str] = dataclasses.field(default_factory=list)
 
