@@ -95,8 +95,8 @@ def run_sft(config: ml_collections.ConfigDict, env: Environment, model_config, p
     cfg = config.sft
     examples = sft_examples(config, env)
     if not examples:
-        logging.warning("SFT needs config.sft.trajectory_files or the synthetic world's teacher; skipping SFT")
-        return params
+        raise ValueError(f"sft.steps={cfg.steps} but there is no SFT data: set config.sft.trajectory_files (e.g. the "
+                         "output of `python -m atomsearch_jax.make_sft_data`) or config.sft.steps=0")
     keys = sorted(examples)
     width = -(-max(len(t) for t, _ in examples.values()) // 64) * 64
     logging.info("SFT: %d trajectories, batch width %d", len(keys), width)

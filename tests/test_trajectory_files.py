@@ -93,3 +93,15 @@ def test_malformed_records_name_file_and_line(tmp_path, row, message):
     path = write_jsonl(tmp_path / "bad.jsonl", [good, row])
     with pytest.raises(TrajectoryFileError, match=f"bad.jsonl:2: .*{message}"):
         read_trajectory_file(path, get_format("atom_searcher"))
+
+
+def test_sft_steps_without_any_sft_data_is_a_clear_error():
+    import types
+
+    import configs.atom_searcher_qwen7b as paper
+    from atomsearch_jax.train import run_sft
+
+    config = paper.get_config()  # files source, SFT on: needs a trajectory file
+    assert config.sft.steps > 0 and config.sft.trajectory_files == ""
+    with pytest.raises(ValueError, match="sft.trajectory_files"):
+        run_sft(config, types.SimpleNamespace(world=None), None, None, None, None)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Atom-Searcher's SFT-data recipe end to end on the synthetic world, with our own model as the teacher:
+#   1. SFT a tiny policy on the world's built-in teacher (N steps)      -> held-out F1 (arm "builtin")
+#   2. make_sft_data with that policy as the JAX-engine teacher          -> a filtered trajectory file
+#   3. SFT a fresh policy on that file (same N steps, same seed)        -> held-out F1 (arm "from_file")
+# Usage: scripts/world_teacher_sft.sh WORKDIR [N_STEPS]
+set -euo pipefail
+W=${1:?workdir}; N=${2:-240}
+COMMON=(--config=configs/default.py --config.rl.steps=0 --config.eval.every=0 --config.sft.steps="$N"
+        --config.sft.optimizer.total_steps="$N" --config.sft.optimizer.warmup_steps=$((N / 12)))
+python -m atomsearch_jax.train "${COMMON[@]}" --workdir="$W/builtin"
+python -m atomsearch_jax.make_sft_data --config=configs/default.py --config.model.hf_path="$W/builtin/hf_policy" \
+  --samples_per_question=2 --temperature=0.8 --questions_per_batch=32 --workdir="$W/make" --out="$W/teacher.jsonl"
+python -m atomsearch_jax.train "${COMMON[@]}" --workdir="$W/from_file" \
+  --config.model.tokenizer_path="$W/builtin/hf_policy" --config.sft.trajectory_files="$W/teacher.jsonl"
+python - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+stats = json.load(open(f"{w}/teacher.jsonl.stats.json"))
+a = json.load(open(f"{w}/builtin/summary.json"))["eval_after_sft"]
+b = json.load(open(f"{w}/from_file/summary.json"))["eval_after_sft"]
+print(f"RESULT teacher_file kept={stats['kept']} of {stats['samples']} samples ({stats['questions']} questions)")
+print(f"RESULT builtin_sft f1={a['f1']:.3f} em={a['em']:.3f} format_ok={a['format_ok']:.2f} n={a['n']}")
+print(f"RESULT file_sft f1={b['f1']:.3f} em={b['em']:.3f} format_ok={b['format_ok']:.2f} n={b['n']}")
+print(f"RESULT f1_gap={b['f1'] - a['f1']:+.3f}")
+PY
