@@ -216,3 +216,39 @@ def test_evaluation_loop_scores_judges_and_batches_scripted_trajectories():
     assert it["em"] == 0.0 and it["answered"] == 0.0 and it["format_ok"] == 0.0
     assert result.average["em"] == pytest.approx((2 / 6 + 0) / 2)
     assert [r["dataset"] for r in result.rows] == ["fr", "fr", "it"]
+
+
+def test_training_validation_logs_per_set_metrics_and_trajectories(tmp_path):
+    import types
+
+    import configs.default as default
+    from atomsearch_jax.formats import get_format
+    from atomsearch_jax.train import run_eval
+
+    class CharTokenizer:
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) % 256 for c in text]
+
+    class Writer:
+        def __init__(self):
+            self.logged = []
+
+        def write(self, step, scalars):
+            self.logged.append((step, scalars))
+
+    fmt = get_format("atom_searcher")
+    right = fmt.render_turn([("PLAN", "x")], answer="Paris")
+    wrong = fmt.render_turn([("PLAN", "x")], answer="Rome")
+    records = [QARecord("1", "a?", ["Paris"], "nq"), QARecord("2", "b?", ["Paris"], "nq"),
+               QARecord("3", "c?", ["Paris"], "hotpotqa")]
+    runner = ScriptedRunner(fmt, CharTokenizer(), {"a?": [right], "b?": [wrong], "c?": [right]})
+    config = default.get_config()
+    config.workdir, config.eval.log_trajectories = str(tmp_path), 2
+    writer = Writer()
+    average = run_eval(runner, types.SimpleNamespace(eval_records=records), config, writer, 7, "after SFT")
+    assert average["em"] == pytest.approx((0.5 + 1.0) / 2) and average["n"] == 3
+    ((step, scalars),) = writer.logged
+    assert step == 7 and scalars["eval/nq/em"] == 0.5 and scalars["eval/hotpotqa/em"] == 1.0
+    logged = [json.loads(line) for line in (tmp_path / "eval_trajectories.jsonl").read_text().splitlines()]
+    assert [(r["tag"], r["step"], r["question"]) for r in logged] == [("after SFT", 7, "a?"), ("after SFT", 7, "b?")]
+    assert logged[0]["samples"][0]["response"] == right
