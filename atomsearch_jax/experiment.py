@@ -1,5 +1,5 @@
 """What an experiment config builds before any training: the environment (questions, corpus/retriever,
-tokenizer, format), the model, the rollout runner and the answer judge. Shared by the `train`,
+code interpreter, tokenizer, format), the model, the rollout runner and the answer judge. Shared by the `train`,
 `evaluate` and `make_sft_data` entry points.
 """
 from __future__ import annotations
@@ -17,13 +17,15 @@ from atomsearch_jax.clients import EndpointConfig
 from atomsearch_jax.data import QARecord, load_qa_file
 from atomsearch_jax.evaluation import AnswerJudge, AnswerJudgeConfig, EvalDataset
 from atomsearch_jax.evaluation.datasets import subsample
-from atomsearch_jax.formats import AgentFormat, get_format
+from atomsearch_jax.formats import CODE_TOOL, SEARCH_TOOL, AgentFormat, get_format
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.model import ModelConfig, init_params, load_hf_checkpoint
 from atomsearch_jax.search import BM25Retriever, Retriever, make_retriever
+from atomsearch_jax.tools import CodeInterpreter, Limits
 
 # The outcome reward each format was published with (REFERENCE.md §2).
-FORMAT_OUTCOME = {"atom_searcher": "deepresearcher", "research": "research", "search_r1": "search_r1_em"}
+FORMAT_OUTCOME = {"atom_searcher": "deepresearcher", "research": "research", "search_r1": "search_r1_em",
+                  "hermes": "math"}
 
 
 @dataclasses.dataclass
@@ -32,10 +34,11 @@ class Environment:
 
     fmt: AgentFormat
     tokenizer: Any
-    retriever: Retriever
+    retriever: Retriever | None
     train_records: list[QARecord]
     eval_records: list[QARecord]
     world: Any = None
+    code_interpreter: CodeInterpreter | None = None
 
 
 def _load_files(spec: str, what: str, required: bool = True) -> list[QARecord]:
@@ -53,7 +56,7 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
     need_questions=False (evaluation of other sets), empty data.train_files / eval_files are allowed."""
     from transformers import AutoTokenizer
 
-    fmt = get_format(config.format)
+    fmt = get_format(config.format, **({"prompt_version": config.prompt_version} if config.get("prompt_version") else {}))
     data = config.data
     world = None
     if data.source == "world":
@@ -70,9 +73,12 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
     elif data.source == "files":
         train_records = _load_files(data.train_files, "train_files", need_questions)
         eval_records = _load_files(data.eval_files, "eval_files", need_questions)
-        if not config.search.retriever:
-            raise ValueError("data.source='files' needs config.search.retriever (e.g. 'http:http://host:8000/retrieve')")
-        retriever = make_retriever(config.search.retriever)
+        retriever = None
+        if SEARCH_TOOL in fmt.tools:
+            if not config.search.retriever:
+                raise ValueError("data.source='files' needs config.search.retriever "
+                                 "(e.g. 'http:http://host:8000/retrieve')")
+            retriever = make_retriever(config.search.retriever)
         tokenizer_dir = config.model.tokenizer_path or config.model.hf_path
         if not tokenizer_dir:
             raise ValueError("data.source='files' needs config.model.hf_path or config.model.tokenizer_path")
@@ -83,7 +89,18 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     logging.info("environment: format %s, %d train / %d eval questions, tokenizer %s (%d tokens)", fmt.name,
                  len(train_records), len(eval_records), tokenizer_dir, len(tokenizer))
-    return Environment(fmt, tokenizer, retriever, list(train_records), list(eval_records), world)
+    interpreter = make_code_interpreter(config) if CODE_TOOL in fmt.tools else None
+    return Environment(fmt, tokenizer, retriever, list(train_records), list(eval_records), world, interpreter)
+
+
+def make_code_interpreter(config: ml_collections.ConfigDict) -> CodeInterpreter:
+    """The sandboxed interpreter of config.code_interpreter (limits, pool size); logs its isolation."""
+    c = config.code_interpreter
+    limits = Limits(timeout_s=c.timeout_s, cpu_s=c.cpu_s, memory_bytes=c.memory_mb << 20,
+                    max_processes=c.max_processes, max_output_bytes=c.max_output_bytes)
+    interpreter = CodeInterpreter(limits, max_workers=c.max_workers, allow_unsandboxed=c.allow_unsandboxed)
+    logging.info("code interpreter: %s", interpreter.isolation.describe())
+    return interpreter
 
 
 def group_by_source(records: list[QARecord], limit: int = 0, seed: int = 0) -> list[EvalDataset]:
@@ -103,7 +120,7 @@ def make_runner(config: ml_collections.ConfigDict, env: Environment, engine: Eng
     return RolloutRunner(engine, env.tokenizer, env.fmt, env.retriever, RolloutConfig(
         max_response_tokens=r.max_response_tokens, segment_steps=r.segment_steps, max_tool_calls=r.max_tool_calls,
         topk=config.search.topk, max_chars_per_doc=config.search.max_chars_per_doc, temperature=r.temperature,
-        top_p=r.top_p, top_k=r.top_k))
+        top_p=r.top_p, top_k=r.top_k), code_interpreter=env.code_interpreter)
 
 
 def make_answer_judge(config: ml_collections.ConfigDict) -> AnswerJudge | None:

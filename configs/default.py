@@ -11,7 +11,8 @@ from atomsearch_jax import rl, sft
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.format = "atom_searcher"           # atom_searcher | research | search_r1
+    c.format = "atom_searcher"           # atom_searcher | research | search_r1 | hermes
+    c.prompt_version = ""                # "" = the format's default system prompt version
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
 
     # Questions and corpus: the synthetic world, or QA files + a retriever for real data.
@@ -24,6 +25,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.search = ml_collections.ConfigDict(dict(
         retriever="",                    # "" = BM25 over the world corpus; else a make_retriever spec
         topk=3, max_chars_per_doc=300,
+    ))
+    # The sandboxed Python tool, built when the format offers it (hermes); see atomsearch_jax/tools.
+    c.code_interpreter = ml_collections.ConfigDict(dict(
+        timeout_s=10.0, cpu_s=10, memory_mb=1024, max_processes=32, max_output_bytes=8192, max_workers=16,
+        allow_unsandboxed=False,         # True runs model code with rlimits only when namespaces are unavailable
     ))
     # Model: a Qwen2.5 checkpoint directory, or a fresh tiny Qwen2.5-shaped model (vocab from the tokenizer).
     c.model = ml_collections.ConfigDict(dict(

@@ -33,7 +33,9 @@ def single_token(tokenizer, text):
     return ids[0]
 
 
-def bigram_engine(tokenizer, successors: dict[int, int], max_len=512):
+def bigram_params(tokenizer, successors: dict[int, int], sharpness: float = 1.0):
+    """(ModelConfig, params) of the bigram policy: after token t the head's logit `sharpness` goes to
+    successors[t] (to EOS for unscripted tokens), 0 elsewhere."""
     vocab = -(-len(tokenizer) // 128) * 128
     eos = single_token(tokenizer, "<|im_end|>")
     cfg = ModelConfig(vocab_size=vocab, hidden_size=vocab, intermediate_size=8, num_layers=1, num_heads=2,
@@ -46,11 +48,16 @@ def bigram_engine(tokenizer, successors: dict[int, int], max_len=512):
     params["layers_0"]["input_norm"]["scale"][:] = 1.0
     params["layers_0"]["post_attn_norm"]["scale"][:] = 1.0
     head = np.zeros((vocab, vocab), np.float32)
-    head[:, eos] = 1.0  # anything unscripted ends the turn
+    head[:, eos] = sharpness  # anything unscripted ends the turn
     for token, nxt in successors.items():
         head[token, :] = 0.0
-        head[token, nxt] = 1.0
+        head[token, nxt] = sharpness
     params["lm_head"]["kernel"] = head
+    return cfg, params
+
+
+def bigram_engine(tokenizer, successors: dict[int, int], max_len=512):
+    cfg, params = bigram_params(tokenizer, successors)
     return Engine(cfg, params, max_len=max_len, tokenizer=tokenizer)
 
 

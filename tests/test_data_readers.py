@@ -239,3 +239,19 @@ def test_official_triviaqa_json(tmp_path):
     (tmp_path / "wikipedia-dev.json").write_text(json.dumps(doc, indent=2))
     record = load_qa_file(tmp_path / "wikipedia-dev.json", source="triviaqa")[0]
     assert (record.id, record.question, record.golden_answers) == ("tc_1", "Which planet?", ["Mars", "Red Planet"])
+
+
+def test_math_rows_aime_and_math_styles(tmp_path):
+    path = tmp_path / "aime2024.jsonl"
+    rows = [{"ID": "2024-I-1", "Problem": "Find x.", "Solution": "...", "Answer": 204},
+            {"problem": "Find y.", "solution": "so $\\boxed{\\frac{1}{2}}$", "level": "Level 5"},
+            {"id": "d3", "problem": "Find z.", "answer": "3\\sqrt{2}"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = load_qa_file(path)
+    assert [(r.id, r.question, r.golden_answers, r.source) for r in records] == [
+        ("2024-I-1", "Find x.", ["204"], "aime2024"), ("aime2024-1", "Find y.", ["\\frac{1}{2}"], "aime2024"),
+        ("d3", "Find z.", ["3\\sqrt{2}"], "aime2024")]
+    assert records[1].metadata == {"level": "Level 5"}
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"problem": "No answer here.", "solution": "none"}) + "\n")
+    with pytest.raises(ValueError, match="answer"):
+        load_qa_file(tmp_path / "bad.jsonl", "math")

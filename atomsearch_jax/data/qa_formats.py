@@ -12,6 +12,7 @@ import json
 from typing import Any, Callable, Mapping
 
 from atomsearch_jax.data.records import QARecord, dedupe_answers
+from atomsearch_jax.formats.research import last_boxed_content
 
 
 class RecordError(ValueError):
@@ -285,6 +286,35 @@ def _parse_qa_list(row, index, source):
                     golden_answers=_answer_list(_require(row, "answer"), "answer"), source=source)
 
 
+def _first_field(row: Mapping[str, Any], names: tuple[str, ...]) -> str | None:
+    return next((n for n in names if row.get(n) not in (None, "")), None)
+
+
+def _parse_math(row, index, source):
+    """AIME / MATH / DAPO-Math style rows: `problem` (or `Problem`) and `answer` (or `Answer`, a number
+    or LaTeX), else the last \\boxed{} of `solution` (the MATH dataset)."""
+    problem = _first_field(row, ("problem", "Problem"))
+    if problem is None:
+        raise RecordError("problem", "missing")
+    answer_field = _first_field(row, ("answer", "Answer"))
+    if answer_field is not None:
+        answers = _answer_list(row[answer_field], answer_field)
+    else:
+        solution_field = _first_field(row, ("solution", "Solution"))
+        boxed = last_boxed_content(str(row[solution_field])) if solution_field else None
+        if not boxed:
+            raise RecordError("answer", "missing (and no solution with a \\boxed{} answer)")
+        answers = [boxed]
+    metadata = {k: row[k] for k in ("level", "type", "subject", "year") if k in row}
+    return QARecord(id=_record_id(row, ("id", "ID", "unique_id", "idx"), source, index), question=_text(row, problem),
+                    golden_answers=answers, source=source, metadata=metadata)
+
+
+def _is_math(row) -> bool:
+    return (("problem" in row or "Problem" in row)
+            and any(k in row for k in ("answer", "Answer", "solution", "Solution")))
+
+
 def _is_triviaqa(row) -> bool:
     answer = row.get("answer", row.get("Answer"))
     return "aliases" in row or (isinstance(answer, Mapping) and ("aliases" in answer or "Aliases" in answer))
@@ -303,6 +333,7 @@ QA_FORMATS: dict[str, QAFormat] = {f.name: f for f in (
     QAFormat("ircot", lambda r: "question_text" in r and "answers_objects" in r, _parse_ircot),
     QAFormat("popqa", lambda r: "possible_answers" in r, _parse_popqa, "popqa"),
     QAFormat("triviaqa", _is_triviaqa, _parse_triviaqa, "triviaqa"),
+    QAFormat("math", _is_math, _parse_math),
     QAFormat("qa_list", lambda r: "question" in r and "answer" in r, _parse_qa_list),
 )}
 

@@ -132,6 +132,7 @@ class AgentFormat(abc.ABC):
     stop_strings: tuple[str, ...] = ()
     prompts: dict[str, str] = {}  # system prompt text per version name; a text never changes under its name
     default_prompt_version: str = ""
+    tools: tuple[str, ...] = (SEARCH_TOOL,)  # the tools the prompt offers (SEARCH_TOOL, CODE_TOOL)
 
     def __init__(self, prompt_version: str | None = None):
         version = prompt_version or self.default_prompt_version
