@@ -233,7 +233,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     summary: dict[str, Any] = {"format": env.fmt.name, "model_params": model_config.num_params()}
     engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
     runner = make_runner(config, env, engine)
-    summary["eval_initial"] = run_eval(runner, env, config, writer, 0, "initial")
+    if config.eval.initial:
+        summary["eval_initial"] = run_eval(runner, env, config, writer, 0, "initial")
     train_config, params = _training_layout(config, model_config, params)
     if config.sft.steps > 0:
         params = run_sft(config, env, train_config, params, mesh, writer)

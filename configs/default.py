@@ -74,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     ))
     c.eval = ml_collections.ConfigDict(dict(
         every=10, temperature=0.0, n=1,  # n sampled runs per question (avg@n, pass@k, maj@n when > 1)
+        initial=True,                    # evaluate the policy before training too
         rows_per_batch=32,               # rollouts per engine batch
         log_trajectories=2,              # full trajectories written per validation (workdir/eval_trajectories.jsonl)
         # LLM judge of final answers ("LJ"): an OpenAI-compatible server; "" = no judge.

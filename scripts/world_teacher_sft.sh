@@ -6,7 +6,8 @@
 # Usage: scripts/world_teacher_sft.sh WORKDIR [N_STEPS]
 set -euo pipefail
 W=${1:?workdir}; N=${2:-240}
-COMMON=(--config=configs/default.py --config.rl.steps=0 --config.eval.every=0 --config.sft.steps="$N"
+COMMON=(--config=configs/default.py --config.rl.steps=0 --config.eval.every=0 --config.eval.initial=False
+        --config.sft.steps="$N"
         --config.sft.optimizer.total_steps="$N" --config.sft.optimizer.warmup_steps=$((N / 12)))
 python -m atomsearch_jax.train "${COMMON[@]}" --workdir="$W/builtin"
 python -m atomsearch_jax.make_sft_data --config=configs/default.py --config.model.hf_path="$W/builtin/hf_policy" \
