@@ -19,7 +19,9 @@ FAST = Limits(timeout_s=4.0, cpu_s=2, memory_bytes=256 << 20, max_processes=16, 
 
 
 def _sandbox_processes() -> list[int]:
-    lo, hi = SANDBOX_UID_RANGE
+    """Processes running under the uids this test process hands out (other xdist workers have their own)."""
+    lo = SANDBOX_UID_RANGE[0] + (os.getpid() % 100_000) * 4096
+    hi = lo + 4096
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -1,5 +1,6 @@
 """Model-aware curation: pass rates, the difficulty band and domain mixtures against hand-computed cases;
-k rollouts of a scripted policy scored by the math reward; the curate CLI end to end."""
+k rollouts of a scripted policy scored by the math reward; the curate CLI end to end; the DemyAgent
+recipe config and one shrunk GRPO update with it (hermes format, code interpreter, math reward)."""
 import json
 
 import numpy as np
@@ -91,6 +92,7 @@ def test_rollout_pass_rates_with_a_scripted_policy(boxed_policy):
     assert rates[1].answers == ("42", "42", "42")
 
 
+@pytest.mark.slow
 def test_curate_cli_writes_pass_rates_band_and_mixture(boxed_policy, tmp_path):
     from cli_helpers import run_cli
 
@@ -134,3 +136,27 @@ def test_demyagent_config_carries_the_seed_recipe():
     assert (c.rl.reward.overlong.max_length, c.rl.reward.overlong.cache_length) == (20480, 4096)
     assert (c.rl.prompts_per_step, c.rl.group_size, c.rl.optimizer.learning_rate) == (64, 16, 1e-6)
     assert c.rl.dynamic_sampling is False and c.rl.rollout.temperature == 1.0 and c.eval.n == 32
+
+
+@pytest.mark.slow
+def test_demyagent_recipe_trains_one_shrunk_update(boxed_policy, tmp_path):
+    from cli_helpers import run_cli
+
+    from atomsearch_jax.tools import probe
+
+    path, *_ = boxed_policy
+    problems = tmp_path / "aime.jsonl"
+    problems.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"Problem {i}?", "answer": a}) + "\n"
+                                for i, a in enumerate([42, 41])))
+    workdir = tmp_path / "run"
+    run_cli("train", *[
+        "--config=configs/demyagent_code.py", f"--workdir={workdir}", f"--config.model.hf_path={path}",
+        "--config.model.dtype=float32", "--config.model.max_len=512", f"--config.data.train_files={problems}",
+        f"--config.data.eval_files={problems}", "--config.rl.steps=1", "--config.rl.prompts_per_step=2",
+        "--config.rl.group_size=2", "--config.rl.rollout.max_response_tokens=32", "--config.rl.rollout.segment_steps=16",
+        "--config.eval.n=2", "--config.eval.every=0", "--config.export_hf=False",
+        f"--config.code_interpreter.allow_unsandboxed={not probe().sandboxed}"])
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["format"] == "hermes"
+    # The scripted policy answers 42 to both problems: one right (+1), one wrong.
+    assert summary["eval_initial"]["em"] == pytest.approx(0.5)
