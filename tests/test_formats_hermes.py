@@ -83,3 +83,24 @@ def test_tool_call_limit():
     turn = code_call("print(1)") + fmt.render_code_result("1", "", None)
     assert "too many tool calls (2 > 1)" in fmt.validate(turn + turn + "\\boxed{1}").errors
     assert fmt.validate(turn + "\\boxed{1}").ok
+
+
+def test_evaluation_scores_math_answers_by_equivalence():
+    import numpy as np
+
+    from atomsearch_jax.agent import Trajectory
+    from atomsearch_jax.evaluation.scoring import score_sample
+
+    class CharTokenizer:
+        def encode(self, text, add_special_tokens=False):
+            return list(text)
+
+    def scored(response, gold):
+        t = Trajectory(record_index=0, sample_index=0, question="q", golden_answers=[gold],
+                       tokens=np.zeros(4, np.int32), loss_mask=np.zeros(4, np.float32),
+                       logprobs=np.zeros(4, np.float32), prompt_length=1, response=response, stop_reason="answer")
+        return score_sample(t, FMT, CharTokenizer())
+
+    assert scored("So \\boxed{\\dfrac{1}{2}}", "0.5")["em"] == 1.0  # SQuAD exact match would say 0
+    assert scored("So \\boxed{1,000}", "1000")["em"] == 1.0
+    assert scored("So \\boxed{3}", "4")["em"] == 0.0

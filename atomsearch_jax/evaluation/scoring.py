@@ -3,7 +3,8 @@
 A question row (one JSON line of the per-question output) is
 ``{"dataset", "id", "question", "golden_answers", "samples": [sample, ...]}`` with one sample per sampled
 run; a sample holds the extracted answer, its scores (em, f1, substring: SQuAD-normalized, max over golds,
-0 without an answer), format validity, the judge's verdict (None = not judged or judging failed) and the
+0 without an answer; for formats whose answers are math (`fmt.answer_kind == "math"`) em is the math
+reward's equivalence: numbers and simple LaTeX normalised), format validity, the judge's verdict (None = not judged or judging failed) and the
 test-time statistics (generated tokens, think tokens, atomic thoughts, tool calls). Summaries are pure
 functions of rows, so rows evaluated on different hosts can be gathered and summarized once.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from atomsearch_jax.agent import Trajectory
 from atomsearch_jax.evaluation.at_k import k_values, majority_index, pass_at_k
 from atomsearch_jax.formats.base import find_blocks
-from atomsearch_jax.rewards import exact_match, f1_score, normalize_answer, substring_accuracy
+from atomsearch_jax.rewards import answers_match, exact_match, f1_score, normalize_answer, substring_accuracy
 
 # Means over samples, the columns every summary has (in table order).
 SAMPLE_MEANS = ("em", "f1", "substring", "answered", "format_ok", "generated_tokens", "think_tokens",
@@ -29,13 +30,20 @@ def think_token_count(response: str, fmt: Any, tokenizer: Any) -> int:
     return sum(len(tokenizer.encode(b, add_special_tokens=False)) for b in blocks)
 
 
+def answer_correct(answer: str, golds: Sequence[str], fmt: Any) -> float:
+    """1.0 when `answer` matches a gold answer: SQuAD exact match, or math equivalence for math formats."""
+    if getattr(fmt, "answer_kind", "text") == "math":
+        return float(any(answers_match(answer, gold) for gold in golds))
+    return exact_match(answer, golds)
+
+
 def score_sample(t: Trajectory, fmt: Any, tokenizer: Any) -> dict[str, Any]:
     """One sample's answer, scores and statistics (see the module docstring)."""
     answer = fmt.extract_answer(t.response)
     golds = t.golden_answers
     return {
         "answer": answer,
-        "em": exact_match(answer, golds) if answer is not None else 0.0,
+        "em": answer_correct(answer, golds, fmt) if answer is not None else 0.0,
         "f1": f1_score(answer, golds) if answer is not None else 0.0,
         "substring": substring_accuracy(answer, golds) if answer is not None else 0.0,
         "answered": float(answer is not None),

@@ -133,6 +133,7 @@ class AgentFormat(abc.ABC):
     prompts: dict[str, str] = {}  # system prompt text per version name; a text never changes under its name
     default_prompt_version: str = ""
     tools: tuple[str, ...] = (SEARCH_TOOL,)  # the tools the prompt offers (SEARCH_TOOL, CODE_TOOL)
+    answer_kind: str = "text"  # "text": short answers compared as SQuAD strings; "math": boxed math answers
 
     def __init__(self, prompt_version: str | None = None):
         version = prompt_version or self.default_prompt_version

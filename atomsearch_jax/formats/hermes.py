@@ -101,6 +101,7 @@ class HermesFormat(AgentFormat):
     stop_strings = ("</tool_call>",)
     prompts = PROMPTS
     default_prompt_version = "hermes_code_v1"
+    answer_kind = "math"
 
     def __init__(self, prompt_version: str | None = None, *, max_tool_calls: int = 8, max_queries_per_call: int = 8):
         super().__init__(prompt_version)
