@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from atomsearch_jax.agent.backends import GenerationBackend
 from atomsearch_jax.agent.rollout import RolloutConfig
 from atomsearch_jax.agent.search_calls import answer_calls
-from atomsearch_jax.formats import AgentFormat
+from atomsearch_jax.formats import SEARCH_TOOL, AgentFormat
 from atomsearch_jax.search import Retriever
 
 
@@ -99,6 +99,8 @@ class TextRollout:
                     if call is None:
                         row.invalid_tool_calls += 1
                         failures[i] = f"invalid tool call: {why}"
+                    elif call.tool != SEARCH_TOOL:  # text rollouts serve search only (teacher data)
+                        failures[i] = f"tool {call.tool!r} is not available here; only search is"
                     else:
                         calls[i] = call.queries
             outcomes = answer_calls(self.retriever, self.fmt, calls, topk=cfg.topk,
