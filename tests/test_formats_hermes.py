@@ -104,3 +104,18 @@ def test_evaluation_scores_math_answers_by_equivalence():
     assert scored("So \\boxed{\\dfrac{1}{2}}", "0.5")["em"] == 1.0  # SQuAD exact match would say 0
     assert scored("So \\boxed{1,000}", "1000")["em"] == 1.0
     assert scored("So \\boxed{3}", "4")["em"] == 0.0
+
+
+def test_trajectory_file_tool_messages_become_code_results():
+    from atomsearch_jax.data.trajectory_files import parse_messages
+
+    call = code_call("print(6 * 7)")
+    messages = [{"role": "user", "content": "What is 6 times 7?"},
+                {"role": "assistant", "content": call},
+                {"role": "tool", "content": "42\n"},
+                {"role": "assistant", "content": "So \\boxed{42}."}]
+    question, system, segments = parse_messages(messages, FMT)
+    assert question == "What is 6 times 7?" and system is None
+    assert segments == [(call, True), (FMT.render_code_result("42\n", "", None), False), ("So \\boxed{42}.", True)]
+    response = "".join(text for text, _ in segments)
+    assert FMT.validate(response).ok and FMT.extract_answer(response) == "42"

@@ -14,7 +14,8 @@ a turn that starts with the format's generation prefix (`<think>`) has it remove
 every environment insertion already end with it. A tool message becomes the environment's insertion: its
 `rendered` text when present (what the trajectory's model saw, written by `make_sft_data`), else its
 content rendered by the format (a JSON list of documents per query, a JSON list of documents, an
-`{"error": ...}` object, or plain text as one document). Tokenized with `sft_examples.tokenize_segments`,
+`{"error": ...}` object, or plain text: a code tool's output for formats with a code interpreter, else
+one document). Tokenized with `sft_examples.tokenize_segments`,
 assistant turns are trained and everything else is masked, exactly as in a rollout.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from atomsearch_jax.data.qa_files import iter_rows
 from atomsearch_jax.data.sft_examples import tokenize_segments
+from atomsearch_jax.formats import CODE_TOOL
 from atomsearch_jax.search.documents import make_contents
 
 
@@ -78,6 +80,8 @@ def render_tool_message(message: dict, fmt: Any) -> str:
     if isinstance(value, dict) and isinstance(value.get("error"), str):
         return fmt.render_failure(value["error"])
     docs = _docs_from_json(value)
+    if docs is None and CODE_TOOL in getattr(fmt, "tools", ()):
+        return fmt.render_code_result(content, "", None)  # plain text from a format with a code tool: its output
     return fmt.render_results(docs if docs is not None else [[{"contents": content}]])
 
 
