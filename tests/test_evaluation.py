@@ -71,6 +71,7 @@ def test_average_is_unweighted_over_sets_and_table_has_one_row_per_set():
     rows = [row("big", [sample("a", 1.0)]) for _ in range(3)] + [row("small", [sample("x", 0.0)])]
     result = summarize_rows(rows, ["big", "small"])
     assert result.average["em"] == pytest.approx(0.5) and result.average["n"] == 4
+    assert result.average["samples_per_question"] == 1 and result.average["judge_failures"] == 0
     table = render_markdown(result)
     body = [line for line in table.splitlines() if line.startswith("| ") and "Dataset" not in line]
     assert [line.split("|")[1].strip() for line in body] == ["big", "small", "**Average**"]

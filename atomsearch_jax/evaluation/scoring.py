@@ -91,10 +91,15 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_COUNTS = ("n", "judged", "judge_failures", "search_failures")
+
+
 def average(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Unweighted mean over datasets of every numeric metric (the papers' "Avg." column); n is summed.
-    A metric missing or None in some dataset is averaged over the datasets that have it."""
-    out: dict[str, Any] = {"n": sum(s["n"] for s in summaries.values()), "datasets": len(summaries)}
+    """Unweighted mean over datasets of every numeric metric (the papers' "Avg." column); counts (n,
+    judged, judge and search failures) are summed. A metric missing or None in some dataset is averaged
+    over the datasets that have it."""
+    out: dict[str, Any] = {k: sum(s.get(k, 0) for s in summaries.values()) for k in _COUNTS}
+    out["datasets"] = len(summaries)
     keys = [k for s in summaries.values() for k in s if k not in out]
     for key in dict.fromkeys(keys):
         values = [s[key] for s in summaries.values() if isinstance(s.get(key), (int, float))]
