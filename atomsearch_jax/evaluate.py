@@ -20,11 +20,13 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from atomsearch_jax.distributed_flags import initialize_from_flags
 from atomsearch_jax.evaluation import evaluate_datasets, load_datasets, render_markdown, write_results
 from atomsearch_jax.experiment import (build_environment, build_model, group_by_source, make_answer_judge,
                                        make_runner)
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.parallel import make_mesh
+from atomsearch_jax.parallel.multihost import is_writer
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/eval", "Scratch directory (the world's tokenizer, if built).")
@@ -44,6 +46,7 @@ _OUT_DIR = flags.DEFINE_string("out_dir", "", "Output directory for results.md /
 def main(argv) -> None:
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    initialize_from_flags()
     config = _CONFIG.value
     if not config.model.hf_path:
         raise app.UsageError("--config.model.hf_path (the policy to evaluate) is required")
@@ -63,12 +66,14 @@ def main(argv) -> None:
         datasets = group_by_source(env.eval_records, _LIMIT.value, config.seed)
     for d in datasets:
         logging.info("set %s: %d of %d questions from %s", d.name, len(d.records), d.total, d.path or "the config")
-    model_config, params = build_model(config, env.tokenizer)
-    engine = Engine(model_config, params, max_len=config.model.max_len, mesh=make_mesh(**config.mesh.to_dict()),
-                    tokenizer=env.tokenizer)
+    mesh = make_mesh(**config.mesh.to_dict())
+    model_config, params = build_model(config, env.tokenizer, mesh)
+    engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
     result = evaluate_datasets(make_runner(config, env, engine), datasets, n=_N.value, temperature=temperature,
                                rows_per_batch=config.eval.rows_per_batch, seed=config.seed,
-                               judge=make_answer_judge(config))
+                               judge=make_answer_judge(config), progress=is_writer())
+    if not is_writer():  # every process evaluated its share; process 0 writes the report of all
+        return
     out_dir = _OUT_DIR.value or os.path.join(_WORKDIR.value, "results")
     title = f"{env.fmt.name} policy {config.model.hf_path}"
     write_results(result, out_dir, title=title, meta={

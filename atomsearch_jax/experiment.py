@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
+import tempfile
 from typing import Any
 
 import jax
 import ml_collections
+from jax.sharding import Mesh
 
 from atomsearch_jax.agent import RolloutConfig, RolloutRunner
 from atomsearch_jax.clients import EndpointConfig
@@ -20,6 +21,8 @@ from atomsearch_jax.evaluation.datasets import subsample
 from atomsearch_jax.formats import CODE_TOOL, SEARCH_TOOL, AgentFormat, get_format
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.model import ModelConfig, init_params, load_hf_checkpoint
+from atomsearch_jax.parallel.multihost import is_writer
+from atomsearch_jax.paths import copy_tree, local_copy, resolve
 from atomsearch_jax.search import BM25Retriever, Retriever, make_retriever
 from atomsearch_jax.tools import CodeInterpreter, Limits
 
@@ -60,14 +63,13 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
     data = config.data
     world = None
     if data.source == "world":
-        from atomsearch_jax.data.world import WorldConfig, build_world, scaled_config, train_tokenizer
+        from atomsearch_jax.data.world import WorldConfig, build_world, scaled_config
 
         world_cfg = WorldConfig(seed=data.world_seed) if data.world_scale == 1.0 else scaled_config(
             data.world_scale, seed=data.world_seed)
         world = build_world(world_cfg)
         train_records, eval_records = world.splits["train"], world.splits["validation"]
-        tokenizer_dir = config.model.tokenizer_path or config.model.hf_path or train_tokenizer(
-            world, os.path.join(workdir, "tokenizer"))
+        tokenizer_dir = config.model.tokenizer_path or config.model.hf_path or _world_tokenizer(world, workdir)
         retriever = (make_retriever(config.search.retriever) if config.search.retriever
                      else BM25Retriever.from_documents(world.corpus))
     elif data.source == "files":
@@ -86,7 +88,7 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
         raise ValueError(f"config.data.source={data.source!r}; expected 'world' or 'files'")
     if data.eval_size:  # per evaluation set, as the papers sample 512 questions of each
         eval_records = [r for d in group_by_source(eval_records, data.eval_size, config.seed) for r in d.records]
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(local_copy(tokenizer_dir))
     logging.info("environment: format %s, %d train / %d eval questions, tokenizer %s (%d tokens)", fmt.name,
                  len(train_records), len(eval_records), tokenizer_dir, len(tokenizer))
     interpreter = make_code_interpreter(config) if CODE_TOOL in fmt.tools else None
@@ -135,6 +137,17 @@ def make_answer_judge(config: ml_collections.ConfigDict) -> AnswerJudge | None:
     return AnswerJudge(AnswerJudgeConfig(endpoint, prompt_version=e.judge_prompt_version))
 
 
+def _world_tokenizer(world: Any, workdir: str) -> str:
+    """Trains the world's tokenizer into a directory of this host (BPE training is deterministic, so every
+    process gets the same one); process 0 keeps a copy in <workdir>/tokenizer (any epath, e.g. gs://)."""
+    from atomsearch_jax.data.world import train_tokenizer
+
+    local = train_tokenizer(world, tempfile.mkdtemp(prefix="atomsearch_tokenizer_"))
+    if is_writer():
+        copy_tree(local, resolve(workdir) / "tokenizer")
+    return local
+
+
 def end_token_ids(tokenizer: Any) -> list[int]:
     """Token ids that end a model turn: the chat end-of-turn token and the tokenizer's EOS."""
     ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
@@ -143,11 +156,12 @@ def end_token_ids(tokenizer: Any) -> list[int]:
     return sorted({i for i in ids if i is not None and i != unk})
 
 
-def build_model(config: ml_collections.ConfigDict, tokenizer: Any) -> tuple[ModelConfig, Any]:
-    """(ModelConfig, params on the default device): the HF checkpoint, or a fresh tiny model."""
+def build_model(config: ml_collections.ConfigDict, tokenizer: Any, mesh: Mesh | None = None) -> tuple[ModelConfig, Any]:
+    """(ModelConfig, params): the HF checkpoint (placed tensor by tensor straight onto `mesh` by the
+    training rules when given, else on this process's first device), or a fresh tiny model."""
     m = config.model
     if m.hf_path:
-        model_config, params = load_hf_checkpoint(m.hf_path, dtype=m.dtype)
+        model_config, params = load_hf_checkpoint(m.hf_path, dtype=m.dtype, mesh=mesh)
     else:
         vocab = -(-len(tokenizer) // 128) * 128  # a multiple of 128 shards evenly and vectorises well
         model_config = ModelConfig(

@@ -12,24 +12,29 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 from atomsearch_jax.agent import RolloutRunner, rollout_metrics, training_batch
-from atomsearch_jax.data import pipeline_iterator, qa_pipeline, records_dataset
+from atomsearch_jax.data import host_shard_options, pipeline_iterator, qa_pipeline, records_dataset
 from atomsearch_jax.data.sft_examples import pad_rows, teacher_sft_example
 from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
+from atomsearch_jax.distributed_flags import initialize_from_flags
 from atomsearch_jax.evaluation import evaluate_datasets
 from atomsearch_jax.experiment import (FORMAT_OUTCOME, Environment, build_environment, build_model, group_by_source,
                                        make_answer_judge, make_runner)
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.model import save_hf_checkpoint, stack_layers, unstack_layers
-from atomsearch_jax.parallel import initialize_distributed, make_mesh
+from atomsearch_jax.parallel import make_mesh
+from atomsearch_jax.parallel.multihost import is_writer, process_share
+from atomsearch_jax.paths import copy_tree, resolve
 from atomsearch_jax.rewards import FunctionJudge, HttpJudge, HttpJudgeConfig, RewardManager, reward_metrics
 from atomsearch_jax.rl import GRPOTrainer
 from atomsearch_jax.sft import SFTTrainer
@@ -37,8 +42,11 @@ from atomsearch_jax.training import MetricsWriter
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Where checkpoints, logs and exports go.")
-_DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() first (one process "
-                                 "per host of a TPU pod / multi-node GPU job; addresses are discovered on TPU).")
+
+
+# Every process iterates the same stream of global batches and takes its contiguous share of each
+# (`process_share`), so batches, row order and PRNG streams do not depend on the number of processes.
+GLOBAL_BATCHES = host_shard_options(0, 1)
 
 
 class Preempted(RuntimeError):
@@ -47,7 +55,7 @@ class Preempted(RuntimeError):
 
 def _checkpoint_dir(trainer_config: ml_collections.ConfigDict, workdir: str, name: str) -> None:
     if not trainer_config.checkpoint.directory:
-        trainer_config.checkpoint.directory = os.path.join(os.path.abspath(workdir), "checkpoints", name)
+        trainer_config.checkpoint.directory = str(resolve(workdir) / "checkpoints" / name)
 
 
 def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[str, tuple]:
@@ -102,13 +110,14 @@ def run_sft(config: ml_collections.ConfigDict, env: Environment, model_config, p
     logging.info("SFT: %d trajectories, batch width %d", len(keys), width)
     _checkpoint_dir(cfg, config.workdir, "sft")
     trainer = SFTTrainer(model_config, params, cfg, mesh=mesh)
-    iterator = pipeline_iterator(qa_pipeline(records_dataset(keys), batch_size=cfg.batch_size, seed=config.seed))
+    iterator = pipeline_iterator(qa_pipeline(records_dataset(keys), batch_size=cfg.batch_size, seed=config.seed,
+                                             shard_options=GLOBAL_BATCHES))
     items = trainer.restore()
     if items:
         iterator.set_state(items["data_iterator"])
         logging.info("SFT resumed at step %d", trainer.step)
     while trainer.step < cfg.steps:
-        batch = pad_rows([examples[key] for key in next(iterator)], width)
+        batch = pad_rows([examples[key] for key in process_share(next(iterator))[0]], width)
         metrics = trainer.update(batch)
         writer.write(trainer.step, {f"sft/{k}": v for k, v in metrics.items()})
         if trainer.step % 20 == 0 or trainer.step == cfg.steps:
@@ -153,9 +162,11 @@ def run_eval(runner: RolloutRunner, env: Environment, config, writer, step: int,
         scalars |= {f"eval/{name}/{k}": v for name, metrics in result.summaries.items()
                     for k, v in metrics.items() if isinstance(v, (int, float))}
     writer.write(step, scalars)
-    with open(os.path.join(config.workdir, "eval_trajectories.jsonl"), "a", encoding="utf-8") as f:
-        for row in result.rows[: e.log_trajectories]:
-            f.write(json.dumps({"step": step, "tag": tag} | row, ensure_ascii=False) + "\n")
+    if is_writer():
+        path = resolve(config.workdir) / "eval_trajectories.jsonl"
+        before = path.read_text() if path.exists() else ""  # rewritten whole: object stores cannot append
+        path.write_text(before + "".join(json.dumps({"step": step, "tag": tag} | row, ensure_ascii=False) + "\n"
+                                         for row in result.rows[: e.log_trajectories]))
     shown = {k: round(v, 4) for k, v in result.average.items() if isinstance(v, float)}
     logging.info("eval %s (step %d): %s", tag, step, json.dumps(shown))
     for name, metrics in result.summaries.items():
@@ -174,7 +185,7 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
                             schedule=reward.schedule, total_steps=cfg.steps, alpha0=reward.alpha0,
                             atr_mode=reward.atr_mode, malformed_policy=reward.malformed_policy)
     iterator = pipeline_iterator(qa_pipeline(records_dataset(env.train_records), batch_size=cfg.prompts_per_step,
-                                             seed=config.seed + 1))
+                                             seed=config.seed + 1, shard_options=GLOBAL_BATCHES))
     update = 0
     items = trainer.restore()
     if items:
@@ -184,8 +195,8 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
     runner.engine.set_params(unstack_layers(model_config, trainer.params))
     while update < cfg.steps:
         start = time.perf_counter()
-        records = next(iterator)
-        trajectories = runner.run(records, n=cfg.group_size, seed=config.seed * 1_000_003 + update)
+        records, first = process_share(next(iterator))
+        trajectories = runner.run(records, n=cfg.group_size, seed=config.seed * 1_000_003 + update, first_record=first)
         rewards, components = manager.score(trajectories, update)
         metrics = trainer.update(training_batch(trajectories, rewards))
         runner.engine.set_params(unstack_layers(model_config, trainer.params))
@@ -223,12 +234,16 @@ def _training_layout(config: ml_collections.ConfigDict, model_config, params) ->
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """The whole job; returns the summary it also writes to workdir/summary.json."""
-    os.makedirs(workdir, exist_ok=True)
+    resolve(workdir).mkdir(parents=True, exist_ok=True)
     config = ml_collections.ConfigDict(config.to_dict())  # a private, writable copy
     config.workdir = workdir
+    for name, rows in (("sft.batch_size", config.sft.batch_size), ("rl.prompts_per_step", config.rl.prompts_per_step)):
+        if rows % jax.process_count():
+            raise ValueError(f"config.{name}={rows} must be a multiple of the {jax.process_count()} processes "
+                             "(each process takes an equal share of the global batch)")
     env = build_environment(config, workdir)
-    model_config, params = build_model(config, env.tokenizer)
     mesh = make_mesh(**config.mesh.to_dict())
+    model_config, params = build_model(config, env.tokenizer, mesh)
     writer = MetricsWriter(os.path.join(workdir, "logs"))
     summary: dict[str, Any] = {"format": env.fmt.name, "model_params": model_config.num_params()}
     engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
@@ -247,11 +262,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.export_hf:
         export_dir = os.path.join(workdir, "hf_policy")
         save_hf_checkpoint(model_config, params, export_dir)
-        env.tokenizer.save_pretrained(export_dir)
+        if is_writer():
+            local = tempfile.mkdtemp(prefix="atomsearch_tokenizer_")
+            env.tokenizer.save_pretrained(local)
+            copy_tree(local, export_dir)
         summary["hf_policy"] = export_dir
     writer.close()
-    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    if is_writer():
+        (resolve(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
     logging.info("summary: %s", json.dumps(summary))
     return summary
 
@@ -269,8 +287,7 @@ def main(argv) -> None:
     logging.getLogger().setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLibraries())
-    if _DISTRIBUTED.value:
-        initialize_distributed()
+    initialize_from_flags()
     try:
         train(_CONFIG.value, _WORKDIR.value)
     except Preempted as stop:

@@ -25,6 +25,7 @@ from atomsearch_jax.agent.search_calls import answer_calls
 from atomsearch_jax.agent.trajectory import Trajectory
 from atomsearch_jax.formats import CODE_TOOL, AgentFormat
 from atomsearch_jax.generate import Engine, StopReason, sampling_arrays
+from atomsearch_jax.parallel.multihost import global_sums
 from atomsearch_jax.search import Retriever
 from atomsearch_jax.tools import CodeInterpreter
 
@@ -81,10 +82,14 @@ class RolloutRunner:
     def prompt_ids(self, question: str) -> list[int]:
         return self.tokenizer.encode(self.fmt.prompt_text(question, self.tokenizer), add_special_tokens=False)
 
-    def run(self, records: Sequence[Any], n: int = 1, *, seed: int = 0, temperature: float | None = None) -> list[Trajectory]:
+    def run(self, records: Sequence[Any], n: int = 1, *, seed: int = 0, temperature: float | None = None,
+            first_record: int = 0) -> list[Trajectory]:
         """Trajectories for each record × n samples, ordered group by group (record-major).
 
-        records: objects with `.question` and `.golden_answers` (e.g. QARecord).
+        records: objects with `.question` and `.golden_answers` (e.g. QARecord). first_record: the global
+        index of records[0] when they are one process's share of a larger batch (`process_share`): sample
+        r of record i draws from the PRNG stream of global row (first_record + i) * n + r, so trajectories
+        do not depend on how the batch was split; it is also their `record_index` offset.
         """
         cfg, engine = self.config, self.engine
         started = time.perf_counter()
@@ -93,7 +98,7 @@ class RolloutRunner:
         # Row counts are bucketed to powers of two so batches of other sizes (e.g. the last evaluation
         # batch) reuse the compiled programs.
         state = engine.start(prompts, n=n, seed=seed, max_new_tokens=cfg.max_response_tokens,
-                             rows=engine.row_count(1 << (rows - 1).bit_length()))
+                             rows=engine.row_count(1 << (rows - 1).bit_length()), first_row=first_record * n)
         sampling = sampling_arrays(state.num_rows, temperature=cfg.temperature if temperature is None else temperature,
                                    top_k=cfg.top_k, top_p=cfg.top_p)
         books = [_RowBook() for _ in range(rows)]
@@ -157,7 +162,7 @@ class RolloutRunner:
             if not spans and not view.live_rows() and not pending:
                 break
             state = engine.append(state, spans)
-        trajectories = self._export(state, records, n, books)
+        trajectories = self._export(state, records, n, books, first_record)
         elapsed = time.perf_counter() - started
         generated = sum(t.generated_tokens for t in trajectories)
         self.last_stats = {"rollout/time_s": elapsed, "rollout/segments": float(segments),
@@ -198,7 +203,8 @@ class RolloutRunner:
                 books[row].errors.append(outcome.error)
         return {row: outcome.rendered for row, outcome in outcomes.items()}
 
-    def _export(self, state: Any, records: Sequence[Any], n: int, books: list[_RowBook]) -> list[Trajectory]:
+    def _export(self, state: Any, records: Sequence[Any], n: int, books: list[_RowBook],
+                first_record: int) -> list[Trajectory]:
         exported = self.engine.export(state, self.fmt.stop_strings)
         out = []
         for row, book in enumerate(books):
@@ -207,7 +213,7 @@ class RolloutRunner:
             response_ids = r.tokens[r.prompt_length:].tolist()
             reason = book.reason or ("length" if r.stop_reason == "length" else "answer")
             out.append(Trajectory(
-                record_index=row // n, sample_index=row % n, question=record.question,
+                record_index=first_record + row // n, sample_index=row % n, question=record.question,
                 golden_answers=list(record.golden_answers), tokens=r.tokens.astype(np.int32),
                 loss_mask=r.loss_mask.astype(np.float32), logprobs=r.logprobs.astype(np.float32),
                 prompt_length=r.prompt_length,
@@ -220,19 +226,25 @@ class RolloutRunner:
 
 
 def rollout_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
-    """Batch statistics for logging: lengths, tool calls, failures, stop reasons."""
-    def mean(values):
-        return float(np.mean(values)) if len(values) else 0.0
-    metrics = {
-        "rollout/response_tokens_mean": mean([t.response_length for t in trajectories]),
-        "rollout/generated_tokens_mean": mean([t.generated_tokens for t in trajectories]),
-        "rollout/result_tokens_mean": mean([t.result_tokens for t in trajectories]),
-        "rollout/tool_calls_mean": mean([t.tool_calls for t in trajectories]),
-        "rollout/search_failures": float(sum(t.search_failures for t in trajectories)),
-        "rollout/invalid_tool_calls": float(sum(t.invalid_tool_calls for t in trajectories)),
-        "rollout/code_calls_mean": mean([t.code_calls for t in trajectories]),
-        "rollout/code_errors": float(sum(t.code_errors for t in trajectories)),
+    """Batch statistics for logging: lengths, tool calls, failures, stop reasons. On a multi-process
+    job each process passes its own trajectories and every process gets the statistics of all of them
+    (every process must call it)."""
+    reasons = ("answer", "length", "tool_limit", "no_room")
+    per_row = {
+        "response_tokens": [t.response_length for t in trajectories],
+        "generated_tokens": [t.generated_tokens for t in trajectories],
+        "result_tokens": [t.result_tokens for t in trajectories],
+        "tool_calls": [t.tool_calls for t in trajectories],
+        "search_failures": [t.search_failures for t in trajectories],
+        "invalid_tool_calls": [t.invalid_tool_calls for t in trajectories],
+        "code_calls": [t.code_calls for t in trajectories],
+        "code_errors": [t.code_errors for t in trajectories],
+        **{f"stop_{r}": [t.stop_reason == r for t in trajectories] for r in reasons},
     }
-    for reason in ("answer", "length", "tool_limit", "no_room"):
-        metrics[f"rollout/stop_{reason}_frac"] = mean([t.stop_reason == reason for t in trajectories])
+    sums = global_sums({**{k: float(np.sum(v)) for k, v in per_row.items()}, "rows": float(len(trajectories))})
+    rows = max(sums["rows"], 1.0)
+    metrics = {f"rollout/{k}_mean": sums[k] / rows for k in
+               ("response_tokens", "generated_tokens", "result_tokens", "tool_calls", "code_calls")}
+    metrics.update({f"rollout/{k}": sums[k] for k in ("search_failures", "invalid_tool_calls", "code_errors")})
+    metrics.update({f"rollout/stop_{r}_frac": sums[f"stop_{r}"] / rows for r in reasons})
     return metrics

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from atomsearch_jax.parallel.multihost import global_max
+
 
 @dataclasses.dataclass
 class Trajectory:
@@ -62,12 +64,13 @@ def training_batch(trajectories: Sequence[Trajectory], rewards: np.ndarray, *, p
     """Trainer batch fields: tokens, loss_mask, logprobs ("sampler_logprobs"), lengths, rewards.
 
     Rows keep the given order (group by group). Lengths are padded to a multiple of `pad_to_multiple`
-    so the update compiles for few shapes. Samples whose retrieval failed get an all-zero loss mask
+    so the update compiles for few shapes; on a multi-process job every process pads to the longest
+    row of any process (the global batch needs one width; every process must call it). Samples whose retrieval failed get an all-zero loss mask
     (excluded from the update; their reward still counts in the group statistics).
     """
     if len(trajectories) != len(rewards):
         raise ValueError(f"{len(trajectories)} trajectories but {len(rewards)} rewards")
-    longest = max(t.length for t in trajectories)
+    longest = global_max(max(t.length for t in trajectories))
     width = -(-longest // pad_to_multiple) * pad_to_multiple
     b = len(trajectories)
     tokens = np.zeros((b, width), np.int32)

@@ -4,8 +4,9 @@
     result.summaries["hotpotqa"]["f1"], result.average["f1"], result.rows[0]["samples"][0]["answer"]
 
 Questions of all sets are pooled into fixed-size rollout batches (sets smaller than a batch share one).
-`shard_index`/`shard_count` evaluate every shard_count-th question only, so hosts can split the work
-and gather their rows before `summarize_rows`.
+On a multi-process job each process evaluates its contiguous share of the pooled questions on its own
+devices (sample r of question i draws from the PRNG stream of global row i * n + r, whatever the
+split) and the rows of all processes are gathered, so every process returns the whole result.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from atomsearch_jax.agent import RolloutRunner
 from atomsearch_jax.evaluation.answer_judge import AnswerJudge
 from atomsearch_jax.evaluation.datasets import EvalDataset
 from atomsearch_jax.evaluation.scoring import average, score_sample, summarize
+from atomsearch_jax.parallel.multihost import gather_objects, process_bounds
 
 
 @dataclasses.dataclass
@@ -50,22 +52,22 @@ def judge_rows(judge: AnswerJudge, rows: Sequence[dict[str, Any]]) -> None:
 
 def evaluate_datasets(runner: RolloutRunner, datasets: Sequence[EvalDataset], *, n: int = 1,
                       temperature: float = 0.0, rows_per_batch: int = 32, seed: int = 0,
-                      judge: AnswerJudge | None = None, shard_index: int = 0, shard_count: int = 1,
-                      progress: bool = True) -> EvalResult:
+                      judge: AnswerJudge | None = None, progress: bool = True) -> EvalResult:
     """n rollouts per question (greedy when temperature is 0 and n is 1), at most `rows_per_batch`
-    rollouts per engine batch; returns this shard's rows and their summaries."""
+    rollouts per engine batch; returns every question's rows and their summaries (every process of a
+    multi-process job must call it)."""
     if n < 1 or rows_per_batch < 1:
         raise ValueError(f"evaluation needs n >= 1 and rows_per_batch >= 1, got {n}, {rows_per_batch}")
-    if not 0 <= shard_index < shard_count:
-        raise ValueError(f"shard_index {shard_index} outside [0, {shard_count})")
     pooled = [(d.name, r) for d in datasets for r in d.records]
-    mine = [(i, name, r) for i, (name, r) in enumerate(pooled) if i % shard_count == shard_index]
+    start, stop = process_bounds(len(pooled))
+    mine = [(i, name, r) for i, (name, r) in enumerate(pooled)][start:stop]
     per_batch = max(1, rows_per_batch // n)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(mine), desc="evaluating", unit="question", disable=not progress)
     for start in range(0, len(mine), per_batch):
         batch = mine[start: start + per_batch]
-        trajectories = runner.run([r for _, _, r in batch], n=n, seed=seed + batch[0][0], temperature=temperature)
+        trajectories = runner.run([r for _, _, r in batch], n=n, seed=seed, temperature=temperature,
+                                  first_record=batch[0][0])
         batch_rows = []
         for q, (_, name, record) in enumerate(batch):
             samples = [score_sample(t, runner.fmt, runner.tokenizer) for t in trajectories[q * n:(q + 1) * n]]
@@ -76,4 +78,4 @@ def evaluate_datasets(runner: RolloutRunner, datasets: Sequence[EvalDataset], *,
         rows += batch_rows
         bar.update(len(batch))
     bar.close()
-    return summarize_rows(rows, [d.name for d in datasets])
+    return summarize_rows(gather_objects(rows), [d.name for d in datasets])

@@ -43,7 +43,7 @@ from atomsearch_jax.generate.state import (
 )
 from atomsearch_jax.generate.stops import StopArrays, StopSet, find_text_stop
 from atomsearch_jax.model import ModelConfig, param_shapes
-from atomsearch_jax.parallel import SAMPLE_RULES, check_heads_divisible, param_shardings
+from atomsearch_jax.parallel import SAMPLE_RULES, check_heads_divisible, local_mesh, param_shardings
 
 
 def reason_name(code: int) -> str:
@@ -147,7 +147,9 @@ class Engine:
     """Jitted generation over a [B, max_len] state, on one device or a (data, fsdp, tensor) mesh.
 
     config/params: the model (params are placed with SAMPLE_RULES shardings on the mesh: tensor-parallel,
-    replicated over fsdp, so no weight all-gather per token). tokenizer: needed for stop strings and
+    replicated over fsdp, so no weight all-gather per token). mesh: on a multi-process job, the global
+    mesh may be passed: the engine decodes on this process's part of it (`local_mesh`), so each host
+    runs its own rows, host loop and tool calls without waiting on the others. tokenizer: needed for stop strings and
     text views. eos_ids: default the config's. prompt_buckets / span_buckets: allowed padded lengths of
     prompts and appended spans (default powers of two from 16 up to max_len). window_buckets: cache
     prefixes a decode segment may attend over (default powers of two from 256 up to max_len); each
@@ -163,6 +165,7 @@ class Engine:
             raise ValueError("Engine needs an unrolled model (scan_layers=False); load params with scan_layers=False")
         if max_len < 2:
             raise ValueError(f"max_len must be >= 2, got {max_len}")
+        mesh = local_mesh(mesh) if mesh is not None else None
         check_heads_divisible(config.num_heads, config.num_kv_heads, mesh)
         self.config, self.max_len, self.mesh = config, int(max_len), mesh
         self.codec = TextCodec(tokenizer) if tokenizer is not None else None
@@ -196,9 +199,14 @@ class Engine:
         return self._programs.trace_counts
 
     def set_params(self, params: Any) -> None:
-        """Use new weights (e.g. after a training step); placed with SAMPLE_RULES on the mesh. No recompile."""
+        """Use new weights (e.g. after a training step); placed with SAMPLE_RULES on the mesh. No recompile.
+
+        params may be the trainer's global arrays on a multi-process mesh: they are re-laid out on
+        device (an all-gather over the data/fsdp axes, no host round trip) and this process keeps the
+        shards on its own devices as its sampling copy.
+        """
         if self.mesh is not None:
-            params = jax.device_put(params, param_shardings(params, self.mesh, SAMPLE_RULES))
+            params = place_local(params, self.mesh, SAMPLE_RULES)
         self.params = params
 
     def stop_set(self, strings: Sequence[str] = (), *, eos: bool = True) -> StopSet:
@@ -210,13 +218,15 @@ class Engine:
         return round_up(max(int(rows), 1), row_divisor(self.mesh))
 
     def start(self, prompts: Sequence[Sequence[int]], n: int = 1, *, rows: int | None = None, seed: int = 0,
-              max_new_tokens: int | None = None) -> DecodeState:
+              max_new_tokens: int | None = None, first_row: int = 0) -> DecodeState:
         """A new state: row r = sample r % n of prompt r // n; each distinct prompt is prefilled once.
 
         prompts: P non-empty lists of token ids. rows: total rows B (default P*n, rounded up to the mesh's
         row devices); rows beyond P*n are inactive padding. seed: the rows' PRNG streams derive from it.
         max_new_tokens: per-row cap on tokens after the prompt (generated and appended together);
-        default: up to max_len.
+        default: up to max_len. first_row: the global index of row 0 when this state holds a slice of a
+        larger batch (another process's rows, an earlier chunk); row r samples with the PRNG stream of
+        global row first_row + r.
         """
         if n < 1:
             raise ValueError(f"n (samples per prompt) must be >= 1, got {n}")
@@ -244,7 +254,8 @@ class Engine:
         if budget < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         limits = np.minimum(prompt_len[row_source].astype(np.int64) + budget, self.max_len).astype(np.int32)
-        return self._programs.prefill(self.params, prompt_arr, prompt_len, row_source, active, limits, np.int32(seed))
+        return self._programs.prefill(self.params, prompt_arr, prompt_len, row_source, active, limits, np.int32(seed),
+                                      np.int32(first_row))
 
     def decode(self, state: DecodeState, *, max_steps: int, sampling: SamplingParams | None = None,
                stops: StopSet | None = None) -> tuple[DecodeState, SegmentView]:
@@ -353,6 +364,21 @@ class Engine:
         return state, view
 
 
+def place_local(params: Any, mesh: Mesh, rules: Any) -> Any:
+    """params laid out by `rules` on `mesh` (this process's devices). Global arrays of a multi-process
+    mesh are first laid out by the same rules on their own mesh, whose shards on this process's devices
+    then are exactly the local layout's (`local_mesh` keeps the tensor axis whole)."""
+    target = param_shardings(params, mesh, rules)
+    leaves = jax.tree_util.tree_leaves(params)
+    if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
+        return jax.device_put(params, target)
+    on_global = jax.device_put(params, jax.tree_util.tree_map(
+        lambda x, t: NamedSharding(x.sharding.mesh, t.spec), params, target))
+    return jax.tree_util.tree_map(
+        lambda x, t: jax.make_array_from_single_device_arrays(x.shape, t, [s.data for s in x.addressable_shards]),
+        on_global, target)
+
+
 class _Programs:
     """The jitted device programs for one (model setup, max_len); built once and shared by engines."""
 
@@ -379,13 +405,13 @@ class _Programs:
         rows1, rows2 = NamedSharding(mesh, batch_spec(1)), NamedSharding(mesh, batch_spec(2))
         repl = NamedSharding(mesh, PartitionSpec())
         sampling_s = SamplingParams(temperature=rows1, top_k=rows1, top_p=rows1)
-        self.prefill = jax.jit(fns["prefill"], in_shardings=(params_s, rows2, rows1, rows1, rows1, rows1, repl),
-                               out_shardings=state_s)
-        self.decode = jax.jit(fns["decode"], in_shardings=(params_s, state_s, sampling_s, repl, repl),
-                              out_shardings=state_s, donate_argnums=(1,), static_argnums=(5,))
-        self.append = jax.jit(fns["append"], in_shardings=(params_s, state_s, rows2, rows1), out_shardings=state_s,
-                              donate_argnums=(1,))
-        self.logits = jax.jit(fns["logits"], in_shardings=(params_s, state_s), out_shardings=rows2)
+        self.prefill = _placing(jax.jit, fns["prefill"], in_shardings=(params_s, rows2, rows1, rows1, rows1, rows1, repl,
+                                                                        repl), out_shardings=state_s)
+        self.decode = _placing(jax.jit, fns["decode"], in_shardings=(params_s, state_s, sampling_s, repl, repl),
+                               out_shardings=state_s, donate_argnums=(1,), static_argnums=(5,))
+        self.append = _placing(jax.jit, fns["append"], in_shardings=(params_s, state_s, rows2, rows1),
+                               out_shardings=state_s, donate_argnums=(1,))
+        self.logits = _placing(jax.jit, fns["logits"], in_shardings=(params_s, state_s), out_shardings=rows2)
 
     def _counted(self, name: str, fn: Callable) -> Callable:
         """fn, counting how often jax traces it."""
@@ -396,6 +422,22 @@ class _Programs:
             return fn(*args, **kwargs)
 
         return traced
+
+
+def _placing(jit: Callable, fn: Callable, *, in_shardings: tuple, **jit_kwargs: Any) -> Callable:
+    """jit(fn) whose host (numpy) arguments are first placed with their in_shardings: on a multi-process
+    job jit refuses host inputs with non-trivial shardings, even on a mesh of this process's devices."""
+    compiled = jit(fn, in_shardings=in_shardings, **jit_kwargs)
+
+    def place(sharding: Any, tree: Any) -> Any:
+        return jax.tree_util.tree_map(lambda x: x if isinstance(x, jax.Array) else jax.device_put(x, sharding), tree)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        n = len(in_shardings)
+        return compiled(*jax.tree_util.tree_map(place, in_shardings, tuple(args[:n])), *args[n:])
+
+    return call
 
 
 @functools.lru_cache(maxsize=None)

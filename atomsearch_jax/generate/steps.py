@@ -35,11 +35,13 @@ class ModelSetup:
 
 
 def prefill(setup: ModelSetup, params: Any, prompts: Array, prompt_lengths: Array, row_source: Array,
-            row_active: Array, limits: Array, seed: Array, *, max_len: int) -> DecodeState:
+            row_active: Array, limits: Array, seed: Array, first_row: Array, *, max_len: int) -> DecodeState:
     """A fresh state whose rows copy the prefilled prompts they come from.
 
     prompts [P, T] int32 (right-padded), prompt_lengths [P]; row_source [B]: the prompt of each row;
-    row_active [B] bool (False = padding row); limits [B]; seed: scalar int. Each distinct prompt is run
+    row_active [B] bool (False = padding row); limits [B]; seed: scalar int; first_row: scalar int, the
+    global index of row 0 (row b's PRNG stream is fold_in(seed, first_row + b), so a row samples the
+    same tokens whichever process or batch position decodes it). Each distinct prompt is run
     through the model once, into a [P, T] cache; its keys/values are then copied into the [B, S] cache
     of every row sampled from it (group prefix sharing).
     """
@@ -55,7 +57,7 @@ def prefill(setup: ModelSetup, params: Any, prompts: Array, prompt_lengths: Arra
     cache = jax.tree_util.tree_map(widen, prompt_cache)
     tokens = jax.lax.dynamic_update_slice(jnp.zeros((b, max_len), jnp.int32), prompts[row_source], (0, 0))
     lengths = jnp.where(row_active, prompt_lengths[row_source], 1).astype(jnp.int32)
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(b, dtype=jnp.int32))
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(first_row + jnp.arange(b, dtype=jnp.int32))
     at_limit = row_active & (lengths >= limits)
     return DecodeState(
         tokens=tokens, lengths=lengths, loss_mask=jnp.zeros((b, max_len), bool),

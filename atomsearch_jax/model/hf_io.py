@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from typing import Any, Callable, Sequence
 
 import jax
@@ -19,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 
 from atomsearch_jax.model.config import ModelConfig
 from atomsearch_jax.model.safetensors_io import SafetensorsFile, save_file
+from atomsearch_jax.paths import copy_tree, is_url, local_copy
 from atomsearch_jax.parallel.rules import TRAIN_RULES, LogicalRules, param_shardings, param_spec
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -119,9 +122,10 @@ def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str = "float32", compu
     dtype: storage dtype of the params ("float32" or "bfloat16"); compute_dtype defaults to it.
     mesh: place each tensor's shards straight onto the mesh by the parameter rule table (`rules`);
     without a mesh, params go to the default device.
+    path: a local directory or a URL (gs://..., read through a local copy).
     Errors name the offending file or tensor (missing file, absent/extra tensor, wrong shape or dtype).
     """
-    path = os.fspath(path)
+    path = local_copy(path)
     cfg = ModelConfig.from_hf(path, param_dtype=dtype, dtype=compute_dtype or dtype, remat=remat)
     files = _open_checkpoint(path)
     maps = _tensor_maps(cfg)
@@ -149,7 +153,7 @@ def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str = "float32", compu
         if mesh is not None:
             sharding = NamedSharding(mesh, param_spec("/".join(m.path), host.shape, mesh, rules))
         else:
-            sharding = SingleDeviceSharding(jax.devices()[0])
+            sharding = SingleDeviceSharding(jax.local_devices()[0])
         _set(params, m.path, jax.make_array_from_callback(host.shape, sharding, lambda idx, a=host: np.asarray(a[idx])))
     if scan_layers:
         cfg = cfg.replace(scan_layers=True)
@@ -192,9 +196,10 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str | os.PathLike
 
     max_shard_bytes: split into model-0000i-of-0000n.safetensors + index when the model is larger.
     dtype: storage dtype of the written tensors (default: the params' own).
+    path: a local directory or a URL (gs://...: written locally, then copied).
     On multi-host runs every process gathers, only process 0 writes.
     """
-    path = os.fspath(path)
+    target = os.fspath(path)
     params = unstack_layers(config, params)
     tensors: dict[str, np.ndarray] = {}
     for m in _tensor_maps(config):
@@ -205,6 +210,16 @@ def save_hf_checkpoint(config: ModelConfig, params: Any, path: str | os.PathLike
             tensors[name] = np.ascontiguousarray(arr)
     if jax.process_index() != 0:
         return
+    path = tempfile.mkdtemp(prefix="atomsearch_hf_") if is_url(target) else target
+    _write_hf_files(config, tensors, path, max_shard_bytes, dtype)
+    if path != target:
+        copy_tree(path, target)
+        shutil.rmtree(path)
+
+
+def _write_hf_files(config: ModelConfig, tensors: dict[str, np.ndarray], path: str, max_shard_bytes: int | None,
+                    dtype: str | None) -> None:
+    """config.json and the safetensors file(s) (+ index when sharded) in the local directory `path`."""
     os.makedirs(path, exist_ok=True)
     hf_config = config.replace(param_dtype=str(jnp.dtype(dtype or config.param_dtype).name)).to_hf()
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:

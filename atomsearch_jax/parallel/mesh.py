@@ -64,3 +64,29 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     logging.info("jax.distributed: process %d of %d, %d global devices", jax.process_index(),
                  jax.process_count(), jax.device_count())
 
+
+
+def local_mesh(mesh: Mesh) -> Mesh:
+    """The part of `mesh` on this process's devices, with the same axis names (`mesh` itself on one host).
+
+    Each process's devices must form one block of the device grid, and the "tensor" axis must lie
+    inside a process, so a tensor-parallel layout on the sub-mesh puts the same shard on each device as
+    on the global mesh (what lets a process decode its own rows on its own devices).
+    """
+    if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+        return mesh
+    grid = mesh.devices
+    mine = np.vectorize(lambda d: d.process_index == jax.process_index())(grid)
+    where = np.argwhere(mine)
+    if not where.size:
+        raise ValueError(f"the mesh {dict(mesh.shape)} has no device of process {jax.process_index()}")
+    lo, hi = where.min(axis=0), where.max(axis=0) + 1
+    block = tuple(slice(a, b) for a, b in zip(lo, hi))
+    if not mine[block].all() or mine.sum() != mine[block].size:
+        raise ValueError(f"the devices of process {jax.process_index()} do not form one block of the mesh "
+                         f"{dict(mesh.shape)}; order the mesh so each host's devices are contiguous")
+    names = list(mesh.axis_names)
+    if "tensor" in names and hi[names.index("tensor")] - lo[names.index("tensor")] != mesh.shape["tensor"]:
+        raise ValueError(f"mesh axis 'tensor' (size {mesh.shape['tensor']}) spans several processes; keep "
+                         "tensor parallelism inside a host")
+    return Mesh(grid[block], mesh.axis_names, axis_types=mesh.axis_types)

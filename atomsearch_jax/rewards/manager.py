@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from atomsearch_jax.formats import AgentFormat
+from atomsearch_jax.parallel.multihost import gather_rows
 from atomsearch_jax.rewards.atr import ATR_MODES, aggregate_atr
 from atomsearch_jax.rewards.curriculum import Schedule, make_schedule, mix_rewards
 from atomsearch_jax.rewards.judge import GradeRequest, GradeResult, Judge
@@ -160,8 +161,12 @@ class RewardManager:
 
 
 def reward_metrics(components: Mapping[str, Any]) -> dict[str, float]:
-    """Batch means of the numeric components (NaN-aware for "atr") plus judge failure counts, for logging."""
+    """Batch means of the numeric components (NaN-aware for "atr") plus judge failure counts, for logging.
+    On a multi-process job each process passes its rows' components and gets the global batch's
+    metrics (every process must call it)."""
     metrics = {}
+    components = {k: gather_rows(v) if isinstance(v, np.ndarray) and v.ndim == 1 else v
+                  for k, v in components.items()}
     for key, value in components.items():
         if isinstance(value, np.ndarray) and value.size:
             metrics[f"reward/{key}_mean"] = float(np.nanmean(value)) if not np.all(np.isnan(value)) else float("nan")

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from atomsearch_jax.model import ModelConfig
+from atomsearch_jax.parallel.multihost import gather_rows
 from atomsearch_jax.rl.advantages import group_advantages, informative_rows
 from atomsearch_jax.rl.entropy_regulation import EntropyRegulator
 from atomsearch_jax.rl.update import CONTROLS, GRPOSettings, make_grpo_update
@@ -73,12 +74,14 @@ class GRPOTrainer(Trainer):
             raise ValueError(f"batch field 'rewards' has shape {rewards.shape}, expected ({b},)")
         group_size = int(self.config.group_size)
         arrays["advantages"] = group_advantages(rewards, group_size, normalize_std=self.config.normalize_std)
-        stats = {"reward/mean": rewards.mean(), "reward/std": rewards.std(), "reward/max": rewards.max(),
-                 "reward/min": rewards.min()}
+        # Statistics describe the global batch: every process gathers the per-row numbers (not tokens).
+        all_rewards = gather_rows(rewards)
+        stats = {"reward/mean": all_rewards.mean(), "reward/std": all_rewards.std(), "reward/max": all_rewards.max(),
+                 "reward/min": all_rewards.min()}
         if self.config.dynamic_sampling:
             keep = informative_rows(rewards, group_size)
             arrays["loss_mask"] = arrays["loss_mask"] * keep[:, None].astype(np.float32)
-            stats["dynamic_sampling/kept_groups_frac"] = keep.mean()
+            stats["dynamic_sampling/kept_groups_frac"] = gather_rows(keep).mean()
         if self.settings.old_logp == "sampler":
             if batch.get("sampler_logprobs") is None:
                 raise ValueError("old_logp='sampler' needs the batch field 'sampler_logprobs' [B, T]")
@@ -86,10 +89,10 @@ class GRPOTrainer(Trainer):
             if logprobs.shape != (b, t):
                 raise ValueError(f"batch field 'sampler_logprobs' has shape {logprobs.shape}, expected {(b, t)}")
             arrays["sampler_logprobs"] = logprobs
-        generated = arrays["loss_mask"].sum(axis=1)
+        generated = gather_rows(arrays["loss_mask"].sum(axis=1))
+        lengths = gather_rows(arrays["attention_mask"].sum(axis=1))
         stats.update({"response_tokens/mean": generated.mean(), "response_tokens/max": generated.max(),
-                      "sequence_length/mean": arrays["attention_mask"].sum(axis=1).mean(),
-                      "tokens": float(arrays["attention_mask"].sum())})
+                      "sequence_length/mean": lengths.mean(), "tokens": float(lengths.sum())})
         return arrays, {k: float(v) for k, v in stats.items()}
 
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:

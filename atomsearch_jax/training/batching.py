@@ -52,9 +52,26 @@ def layout_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(None, None, BATCH_AXES, *([None] * (ndim - 3))))
 
 
+def check_same_shapes(arrays: Mapping[str, np.ndarray]) -> None:
+    """Raises unless every process holds arrays of the same shapes (a global batch needs one row count
+    and one padded width; a mismatch would otherwise hang or fail inside a collective)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    names = sorted(arrays)
+    shapes = [np.shape(arrays[k]) for k in names]
+    flat = np.asarray([d for shape in shapes for d in (len(shape), *shape)], np.int64)
+    every = np.asarray(multihost_utils.process_allgather(flat))
+    differ = np.flatnonzero((every != every[0]).any(axis=1))
+    if differ.size:
+        raise ValueError(f"process {int(differ[0])} holds batch fields of other shapes than process 0 "
+                         f"({dict(zip(names, shapes))} here): pad every process's rows to the same width")
+
+
 def shard_batch(arrays: Mapping[str, np.ndarray], layout: BatchLayout, mesh: Mesh) -> dict[str, jax.Array]:
     """Reshapes each process-local [B_local, ...] array to the layout and places it on the mesh."""
     nproc = jax.process_count()
+    check_same_shapes(arrays)
     out = {}
     for name, x in arrays.items():
         x = np.asarray(x)

@@ -11,46 +11,62 @@ the new shardings.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
+import sys
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from atomsearch_jax.paths import resolve
 from atomsearch_jax.training.train_state import TrainState
 
 STATE_ITEM = "state"
 COMMIT_MARKER = "commit_success.txt"  # written by orbax into a step directory once it is complete
 _ITEM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+SAVE_TIMEOUT_EXIT = 75  # EX_TEMPFAIL: the save did not complete; rerunning resumes from the last good step
+SIGTERM_EXIT = 143  # the conventional status of a SIGTERM-ed process
+
+
+def _exit_with_error(status: int, message: str) -> None:
+    """Logs `message` and ends the process at once (from any thread, even with the main one blocked)."""
+    logging.error("%s", message)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(status)
 
 
 class Checkpointer:
     """Saves and restores (step, TrainState, JSON items) under one directory."""
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, save_interval_steps: int = 1,
-                 async_save: bool = True) -> None:
+                 async_save: bool = True, save_timeout_s: float = 900.0) -> None:
         if max_to_keep < 1:
             raise ValueError(f"checkpoint.max_to_keep={max_to_keep} must be >= 1")
         if save_interval_steps < 1:
             raise ValueError(f"checkpoint.save_interval_steps={save_interval_steps} must be >= 1")
-        self.directory = os.path.abspath(os.fspath(directory))
+        if save_timeout_s <= 0:
+            raise ValueError(f"checkpoint.save_timeout_s={save_timeout_s} must be > 0")
+        self.save_timeout_s = float(save_timeout_s)
+        self.directory = resolve(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
                                                enable_async_checkpointing=async_save, create=True,
-                                               cleanup_tmp_directories=True)
+                                               cleanup_tmp_directories=True,
+                                               async_options=ocp.AsyncOptions(timeout_secs=int(save_timeout_s)))
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._sigterm_received = False
 
     @classmethod
     def from_config(cls, cfg: ml_collections.ConfigDict) -> "Checkpointer":
         return cls(cfg.directory, max_to_keep=cfg.max_to_keep, save_interval_steps=cfg.save_interval_steps,
-                   async_save=cfg.async_save)
+                   async_save=cfg.async_save, save_timeout_s=cfg.get("save_timeout_s", 900.0))
 
     # ---- saving ------------------------------------------------------------------------------
     def save(self, step: int, state: TrainState, json_items: Mapping[str, Any] | None = None, *,
@@ -63,11 +79,29 @@ class Checkpointer:
             if name == STATE_ITEM or not _ITEM_NAME.match(name):
                 raise ValueError(f"checkpoint JSON item name {name!r} is reserved or not an identifier")
             args[name] = ocp.args.JsonSave(value)
-        return bool(self._manager.save(int(step), args=ocp.args.Composite(**args), force=force))
+        with self._deadline(f"save of step {step}"):
+            return bool(self._manager.save(int(step), args=ocp.args.Composite(**args), force=force))
 
     def wait(self) -> None:
         """Blocks until any background save has been committed."""
-        self._manager.wait_until_finished()
+        with self._deadline("wait for the background save"):
+            self._manager.wait_until_finished()
+
+    @contextlib.contextmanager
+    def _deadline(self, what: str) -> Iterator[None]:
+        """Ends the process with a clear error if the block takes longer than save_timeout_s. A save that
+        cannot complete (e.g. processes that do not share the checkpoint directory) blocks inside a
+        cross-process barrier, where no Python exception can reach the main thread, hence the exit."""
+        timer = threading.Timer(self.save_timeout_s, _exit_with_error, args=(
+            SAVE_TIMEOUT_EXIT, f"checkpoint {what} in {self.directory} did not finish within "
+            f"checkpoint.save_timeout_s={self.save_timeout_s:g} s; on a multi-process job every process must see "
+            "the same checkpoint directory (a gs:// bucket or a shared file system). Stopping."))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         self._manager.close()
@@ -90,9 +124,9 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def _json_items(self, step: int) -> list[str]:
-        step_dir = os.path.join(self.directory, str(step))
-        return sorted(n for n in os.listdir(step_dir)
-                      if n != STATE_ITEM and _ITEM_NAME.match(n) and os.path.isdir(os.path.join(step_dir, n)))
+        step_dir = self.directory / str(step)
+        return sorted(p.name for p in step_dir.iterdir()
+                      if p.name != STATE_ITEM and _ITEM_NAME.match(p.name) and p.is_dir())
 
     def _restore_step(self, step: int, target: TrainState) -> tuple[TrainState, dict[str, Any]]:
         names = self._json_items(step)
@@ -102,7 +136,7 @@ class Checkpointer:
         return TrainState.from_dict(restored[STATE_ITEM]), {n: restored[n] for n in names}
 
     def _committed(self, step: int) -> bool:
-        return os.path.exists(os.path.join(self.directory, str(step), COMMIT_MARKER))
+        return (self.directory / str(step) / COMMIT_MARKER).exists()
 
     def restore(self, target: TrainState, step: int | None = None) -> tuple[int, TrainState, dict[str, Any]] | None:
         """(step, state, JSON items) of `step`, or of the newest complete, readable step; None if none.
@@ -140,9 +174,9 @@ class Checkpointer:
 
     def _move_aside(self, step: int) -> None:
         if jax.process_index() == 0:
-            src = os.path.join(self.directory, str(step))
-            dst = f"{src}.unreadable-{int(time.time())}"
-            os.rename(src, dst)
+            src = self.directory / str(step)
+            dst = src.parent / f"{src.name}.unreadable-{int(time.time())}"
+            src.rename(dst)
             logging.warning("moved unreadable checkpoint step %d to %s", step, dst)
         self._manager.reload()
 
@@ -152,7 +186,16 @@ class Checkpointer:
         of killing the process; the training loop polls `preemption_requested` after each step."""
         def handler(signum: int, frame: Any) -> None:
             del frame
+            if self._sigterm_received:
+                _exit_with_error(SIGTERM_EXIT, f"received signal {signum} again: stopping now")
             self._sigterm_received = True
+            # The loop saves and exits after its current step; if that step or the save hangs (a dead
+            # peer, an unreachable directory), the process still ends.
+            grace = threading.Timer(self.save_timeout_s, _exit_with_error, args=(
+                SIGTERM_EXIT, f"received signal {signum} {self.save_timeout_s:g} s ago and the run has not "
+                "stopped (checkpoint.save_timeout_s): stopping without a final checkpoint"))
+            grace.daemon = True
+            grace.start()
             logging.warning("received signal %d: will checkpoint and stop after the current step", signum)
 
         if threading.current_thread() is not threading.main_thread():

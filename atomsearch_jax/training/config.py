@@ -37,6 +37,7 @@ def checkpoint_config() -> ml_collections.ConfigDict:
         save_interval_steps=1,   # in optimizer steps; `save(force=True)` ignores it
         async_save=True,
         save_on_sigterm=True,    # SIGTERM (preemption notice) sets `Trainer.preemption_requested()` instead of killing
+        save_timeout_s=900.0,    # a save (or a SIGTERM-ed run) not done by then ends the process with an error
     ))
 
 

@@ -9,6 +9,9 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from etils import epath
+
+from atomsearch_jax.paths import is_url, resolve
 
 JSONL_NAME = "metrics.jsonl"
 
@@ -26,7 +29,10 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 class MetricsWriter:
     """`write(step, metrics)` appends {"step", "time", **metrics} to <logdir>/metrics.jsonl and adds
-    each metric as a TensorBoard scalar (tag = its name, e.g. "rl/pg_loss")."""
+    each metric as a TensorBoard scalar (tag = its name, e.g. "rl/pg_loss").
+
+    logdir: a local directory or a URL (gs://...; object stores cannot append, so the jsonl file is
+    rewritten whole after each write; TensorBoard's gs:// writer needs google-cloud-storage)."""
 
     def __init__(self, logdir: str | os.PathLike, *, tensorboard: bool = True) -> None:
         self.logdir = os.fspath(logdir)
@@ -35,8 +41,9 @@ class MetricsWriter:
         self._tb = None
         if not self._active:
             return
-        os.makedirs(self.logdir, exist_ok=True)
-        self._jsonl = open(os.path.join(self.logdir, JSONL_NAME), "a", encoding="utf-8")
+        path = resolve(self.logdir)
+        path.mkdir(parents=True, exist_ok=True)
+        self._jsonl = _JsonlFile(path / JSONL_NAME)
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(self.logdir)
@@ -47,17 +54,32 @@ class MetricsWriter:
             return
         # JSON has no NaN/inf literals: write them as strings so every line stays valid JSON.
         record = {k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}
-        self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **record}) + "\n")
-        self._jsonl.flush()
+        self._jsonl.append(json.dumps({"step": int(step), "time": time.time(), **record}) + "\n")
         if self._tb is not None:
             for key, value in values.items():
                 self._tb.add_scalar(key, value, int(step))
             self._tb.flush()
 
     def close(self) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+        self._jsonl = None
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+class _JsonlFile:
+    """Lines appended to a file that may live on an object store: local files are appended to and
+    flushed; elsewhere the whole text (kept in memory, after what the file held) is rewritten."""
+
+    def __init__(self, path: epath.Path) -> None:
+        self.path = path
+        self._local = not is_url(path)
+        self._text = "" if self._local or not path.exists() else path.read_text()
+
+    def append(self, line: str) -> None:
+        if self._local:
+            with self.path.open("a") as f:
+                f.write(line)
+        else:
+            self._text += line
+            self.path.write_text(self._text)

@@ -47,9 +47,10 @@ class Trainer:
     def params(self) -> Any:
         return self.state.params
 
-    def layout(self, batch_size: int) -> BatchLayout:
+    def layout(self, local_rows: int) -> BatchLayout:
+        """The layout of the global batch made of every process's `local_rows` rows (equal on all)."""
         u = self.config.train_step
-        return batch_layout(batch_size, u.mini_batch_size, u.micro_batch_size, self.mesh)
+        return batch_layout(local_rows * jax.process_count(), u.mini_batch_size, u.micro_batch_size, self.mesh)
 
     def next_rng(self) -> jax.Array:
         """A fresh PRNG key for the caller (e.g. rollout sampling), drawn from the checkpointed key."""

@@ -1,0 +1,49 @@
+"""A checkpoint save that cannot complete ends the process with a clear error after
+checkpoint.save_timeout_s, and SIGTERM ends a process even when its step or save hangs."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+WORKER = pathlib.Path(__file__).with_name("checkpoint_hang_worker.py")
+TIMEOUT_S = 3
+
+
+def start(mode, tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    return subprocess.Popen([sys.executable, str(WORKER), mode, str(tmp_path / "ckpt"), str(TIMEOUT_S)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_hung_save_times_out_with_clear_error(tmp_path):
+    proc = start("save", tmp_path)
+    assert proc.stdout.readline() == "saving\n"
+    began = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    assert "save returned" not in out
+    assert time.monotonic() - began >= TIMEOUT_S - 0.5
+    assert "did not finish within checkpoint.save_timeout_s=3 s" in err and "same checkpoint directory" in err
+
+
+def test_sigterm_ends_a_hung_process(tmp_path):
+    proc = start("sigterm", tmp_path)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "has not stopped" in err
+
+
+def test_second_sigterm_ends_the_process_at_once(tmp_path):
+    proc = start("sigterm", tmp_path)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and time.monotonic() - began < TIMEOUT_S, err[-2000:]
+    assert "again: stopping now" in err
