@@ -14,6 +14,7 @@ import time
 
 from absl import app, flags, logging
 
+from atomsearch_jax.distributed_flags import initialize_from_flags
 from atomsearch_jax.httpd import write_port_file
 from atomsearch_jax.serving import ChatServer, ServeLimits, build_service
 
@@ -45,6 +46,9 @@ flags.DEFINE_float("request_timeout_s", ServeLimits.request_timeout_s, "Longest 
 
 def main(argv: list[str]) -> None:
     del argv
+    # Multi-process: the model is loaded onto the global mesh and each process serves a replica on its
+    # own devices (on its own host's --port; put a load balancer in front).
+    initialize_from_flags()
     limits = ServeLimits(max_body_bytes=FLAGS.max_body_bytes, max_messages=FLAGS.max_messages,
                          max_tokens=FLAGS.max_tokens, max_n=FLAGS.max_n, max_connections=FLAGS.max_connections,
                          max_queued_requests=FLAGS.max_queued_requests, request_timeout_s=FLAGS.request_timeout_s)

@@ -202,8 +202,7 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
         runner.engine.set_params(unstack_layers(model_config, trainer.params))
         update += 1
         metrics.update(reward_metrics(components))
-        metrics.update(rollout_metrics(trajectories))
-        metrics.update(runner.last_stats)
+        metrics.update(rollout_metrics(trajectories, runner.last_stats))
         metrics["step_time_s"] = time.perf_counter() - start
         writer.write(update, {f"rl/{k}": v for k, v in metrics.items()})
         logging.info("GRPO update %d: reward %.3f (outcome %.3f, atr %.3f, alpha %.2f) f1 %.3f tool calls %.2f, %.1f s",

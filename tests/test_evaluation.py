@@ -165,7 +165,7 @@ class ScriptedRunner:
     def __init__(self, fmt, tokenizer, script):
         self.fmt, self.tokenizer, self.script, self.calls = fmt, tokenizer, script, []
 
-    def run(self, records, n=1, *, seed=0, temperature=None):
+    def run(self, records, n=1, *, seed=0, temperature=None, first_record=0):
         import numpy as np
 
         from atomsearch_jax.agent import Trajectory

@@ -17,7 +17,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from atomsearch_jax.agent.search_calls import answer_calls
 from atomsearch_jax.agent.trajectory import Trajectory
 from atomsearch_jax.formats import CODE_TOOL, AgentFormat
 from atomsearch_jax.generate import Engine, StopReason, sampling_arrays
-from atomsearch_jax.parallel.multihost import global_sums
+from atomsearch_jax.parallel.multihost import global_maxes, global_sums
 from atomsearch_jax.search import Retriever
 from atomsearch_jax.tools import CodeInterpreter
 
@@ -225,10 +225,10 @@ class RolloutRunner:
         return out
 
 
-def rollout_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
-    """Batch statistics for logging: lengths, tool calls, failures, stop reasons. On a multi-process
-    job each process passes its own trajectories and every process gets the statistics of all of them
-    (every process must call it)."""
+def rollout_metrics(trajectories: Sequence[Trajectory], stats: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Batch statistics for logging: lengths, tool calls, failures, stop reasons, and with `stats` (a
+    runner's `last_stats`) time, segments, search calls and generation speed. On a multi-process job each
+    process passes its own and every process gets the statistics of all (every process must call it)."""
     reasons = ("answer", "length", "tool_limit", "no_room")
     per_row = {
         "response_tokens": [t.response_length for t in trajectories],
@@ -247,4 +247,12 @@ def rollout_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
                ("response_tokens", "generated_tokens", "result_tokens", "tool_calls", "code_calls")}
     metrics.update({f"rollout/{k}": sums[k] for k in ("search_failures", "invalid_tool_calls", "code_errors")})
     metrics.update({f"rollout/stop_{r}_frac": sums[f"stop_{r}"] / rows for r in reasons})
+    if stats is not None:
+        # Processes decode side by side: the batch took as long (and as many segments) as the slowest.
+        slowest = global_maxes({k: stats.get(k, 0.0) for k in ("rollout/time_s", "rollout/segments",
+                                                                "rollout/search_time_s")})
+        calls = global_sums({"search_calls": stats.get("rollout/search_calls", 0.0)})["search_calls"]
+        metrics.update(slowest)
+        metrics["rollout/search_calls"] = calls
+        metrics["rollout/generated_tokens_per_s"] = sums["generated_tokens"] / max(slowest["rollout/time_s"], 1e-9)
     return metrics

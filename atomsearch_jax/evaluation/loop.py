@@ -59,8 +59,8 @@ def evaluate_datasets(runner: RolloutRunner, datasets: Sequence[EvalDataset], *,
     if n < 1 or rows_per_batch < 1:
         raise ValueError(f"evaluation needs n >= 1 and rows_per_batch >= 1, got {n}, {rows_per_batch}")
     pooled = [(d.name, r) for d in datasets for r in d.records]
-    start, stop = process_bounds(len(pooled))
-    mine = [(i, name, r) for i, (name, r) in enumerate(pooled)][start:stop]
+    first, last = process_bounds(len(pooled))
+    mine = [(i, name, r) for i, (name, r) in enumerate(pooled)][first:last]
     per_batch = max(1, rows_per_batch // n)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(mine), desc="evaluating", unit="question", disable=not progress)

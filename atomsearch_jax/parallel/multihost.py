@@ -52,6 +52,13 @@ def global_max(value: int) -> int:
     return int(_allgather(np.asarray(int(value), np.int64)).max())
 
 
+def global_maxes(values: Mapping[str, float]) -> dict[str, float]:
+    """Per-key maxima over processes (every process passes the same keys)."""
+    keys = sorted(values)
+    top = _allgather(np.asarray([float(values[k]) for k in keys], np.float64)).max(axis=0)
+    return {k: float(v) for k, v in zip(keys, top)}
+
+
 def global_sums(values: Mapping[str, float]) -> dict[str, float]:
     """Per-key sums over processes (every process passes the same keys)."""
     keys = sorted(values)
