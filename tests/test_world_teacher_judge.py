@@ -11,7 +11,7 @@ from atomsearch_jax.data.world.measure import teacher_query_hit_rate
 from atomsearch_jax.data.world.oracle import OracleJudge
 from atomsearch_jax.data.world.teacher import (TeacherSearchMiss, render_trajectory, teacher_trajectory,
                                                teacher_turns)
-from atomsearch_jax.formats import FORMATS, AtomicThought, get_format
+from atomsearch_jax.formats import FORMATS, SEARCH_TOOL, AtomicThought, get_format
 from atomsearch_jax.search import BM25Retriever
 
 
@@ -35,7 +35,11 @@ def test_bm25_finds_the_needed_document_for_teacher_queries(world, retriever):
     assert teacher_query_hit_rate(world, retriever, topk=1) >= 0.9
 
 
-@pytest.mark.parametrize("format_name", sorted(FORMATS))
+# The world teacher writes search trajectories: every format that offers search by default.
+SEARCH_FORMATS = sorted(n for n in FORMATS if SEARCH_TOOL in get_format(n).tools)
+
+
+@pytest.mark.parametrize("format_name", SEARCH_FORMATS)
 def test_teacher_trajectories_are_valid_in_every_format(world, retriever, format_name):
     fmt = get_format(format_name)
     for record in world.splits["train"][::6]:

@@ -9,8 +9,11 @@ from atomsearch_jax.data.world import build_world
 from atomsearch_jax.data.world.measure import token_lengths
 from atomsearch_jax.data.world.teacher import teacher_trajectory
 from atomsearch_jax.data.world.tokenizer import SPECIAL_TOKENS, STRUCTURAL_TAGS, train_tokenizer
-from atomsearch_jax.formats import FORMATS, get_format
+from atomsearch_jax.formats import FORMATS, SEARCH_TOOL, get_format
 from atomsearch_jax.search import BM25Retriever
+
+# The world teacher writes search trajectories: every format that offers search by default.
+SEARCH_FORMATS = sorted(n for n in FORMATS if SEARCH_TOOL in get_format(n).tools)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def test_loads_with_autotokenizer_and_chat_roles(tokenizer):
 
 def test_round_trips_and_keeps_tags_whole(world, tokenizer):
     retriever = BM25Retriever.from_documents(world.corpus)
-    for name in sorted(FORMATS):
+    for name in SEARCH_FORMATS:
         fmt = get_format(name)
         record = world.splits["validation"][0]
         text = fmt.prompt_text(record.question, tokenizer) + teacher_trajectory(record, fmt, retriever)
@@ -69,7 +72,7 @@ def test_training_is_deterministic(world, tokenizer_dir, tmp_path):
 
 def test_trajectories_are_a_few_hundred_tokens(world, tokenizer):
     retriever = BM25Retriever.from_documents(world.corpus)
-    lengths = token_lengths(world, tokenizer, retriever, sorted(FORMATS), split="validation")
+    lengths = token_lengths(world, tokenizer, retriever, SEARCH_FORMATS, split="validation")
     for name, summary in lengths.items():
         assert 150 <= summary["trajectory"]["mean"] <= 600, (name, summary)
         assert summary["total"]["max"] <= 1024, (name, summary)
