@@ -84,7 +84,7 @@ def test_sleeping_loop_ignoring_signals_hits_wall_clock():
     result = run(code, timeout_s=1.5)
     assert result.error.startswith("timeout"), result
     assert result.stdout == "started\n"
-    assert 1.5 <= result.wall_s < 4.0
+    assert 1.5 <= result.wall_s < 5.0
 
 
 @needs_sandbox
@@ -197,7 +197,7 @@ def test_ctypes_crash_is_reported_and_the_host_survives():
 
 @needs_sandbox
 def test_64_concurrent_executions_finish_within_limits():
-    limits = Limits(timeout_s=10.0, cpu_s=1, memory_bytes=256 << 20, max_processes=16)
+    limits = Limits(timeout_s=30.0, cpu_s=1, memory_bytes=256 << 20, max_processes=16)
     codes = [f"print({i} * {i})" for i in range(60)] + ["while True:\n    pass\n"] * 4
     started = time.monotonic()
     with CodeInterpreter(limits, max_workers=64) as interpreter:

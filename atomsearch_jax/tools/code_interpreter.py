@@ -283,6 +283,7 @@ def run_sandboxed(code: str, limits: Limits, *, allow_unsandboxed: bool = False,
             pass
         out, err, status_bytes, killed_for = _collect(proc, status_r, limits)
         proc.wait()
+        wall_s = time.monotonic() - started  # before the cleanup below, which may wait for the kernel
         _kill_group(proc)  # stragglers of the unsandboxed mode (namespaces are already empty)
     finally:
         os.close(status_r)
@@ -306,7 +307,7 @@ def run_sandboxed(code: str, limits: Limits, *, allow_unsandboxed: bool = False,
         error, exit_code, sig = _explain(status, stderr, limits, memory_hit)
     return ExecutionResult(
         stdout=out.text(), stderr=stderr, error=error, exit_code=exit_code, signal=sig,
-        wall_s=time.monotonic() - started, cpu_s=float(status.get("cpu_s", 0.0)),
+        wall_s=wall_s, cpu_s=float(status.get("cpu_s", 0.0)),
         output_truncated=out.truncated or err.truncated,
         isolation=iso.features() + tuple(status.get("obtained", ())))
 
