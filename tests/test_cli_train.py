@@ -41,7 +41,7 @@ def test_train_from_trajectory_file_then_evaluate_and_make_sft_data(tmp_path):
                    "--config.sft.steps=2", "--config.sft.batch_size=4", "--config.sft.optimizer.total_steps=2",
                    "--config.sft.optimizer.warmup_steps=0",
                    "--config.rl.steps=1", "--config.rl.prompts_per_step=2", "--config.rl.group_size=2",
-                   "--config.data.eval_size=2", "--config.eval.every=0")
+                   "--config.data.eval_size=2", "--config.eval.every=0", "--config.eval.initial=False")
     assert f"SFT data: 12 trajectories from {data}" in proc.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["eval_after_sft"]["n"] == 2 and "eval_after_grpo" in summary
@@ -49,7 +49,7 @@ def test_train_from_trajectory_file_then_evaluate_and_make_sft_data(tmp_path):
     assert [r["step"] for r in logged if "sft/loss" in r] == [1, 2]
     assert [r["step"] for r in logged if "rl/loss" in r] == [1]
     validation = [json.loads(line) for line in (run / "eval_trajectories.jsonl").read_text().splitlines()]
-    assert {v["tag"] for v in validation} == {"initial", "after SFT", "after GRPO"}
+    assert {v["tag"] for v in validation} == {"after SFT", "after GRPO"} and "eval_initial" not in summary
     assert all(v["dataset"] == "world" and v["samples"][0]["response"] is not None for v in validation)
 
     policy = run / "hf_policy"
