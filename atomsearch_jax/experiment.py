@@ -1,6 +1,6 @@
 """What an experiment config builds before any training: the environment (questions, corpus/retriever,
-code interpreter, tokenizer, format), the model, the rollout runner and the answer judge. Shared by the `train`,
-`evaluate` and `make_sft_data` entry points.
+code interpreter, tokenizer, format), the model, the rollout runner, the process judge (rewards) and the
+answer judge (evaluation). Shared by the `train`, `evaluate` and `make_sft_data` entry points.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from atomsearch_jax.generate import Engine
 from atomsearch_jax.model import ModelConfig, init_params, load_hf_checkpoint
 from atomsearch_jax.parallel.multihost import is_writer
 from atomsearch_jax.paths import copy_tree, local_copy, resolve
+from atomsearch_jax.rewards import FunctionJudge, HttpJudge, HttpJudgeConfig, Judge, SamplerJudge
 from atomsearch_jax.search import BM25Retriever, Retriever, make_retriever
 from atomsearch_jax.tools import CodeInterpreter, Limits
 
@@ -174,3 +175,46 @@ def build_model(config: ml_collections.ConfigDict, tokenizer: Any, mesh: Mesh | 
         model_config = model_config.replace(eos_token_id=end_token_ids(tokenizer))
     logging.info("model: %s, %.2fM parameters", model_config, model_config.num_params() / 1e6)
     return model_config, params
+
+
+JUDGES = ("none", "oracle", "http", "model")
+
+
+def build_judge(reward: ml_collections.ConfigDict, env: Environment) -> Judge | None:
+    """The process judge named by `rl.reward.judge` (see `atomsearch_jax.rl.config.reward_config`):
+    none; oracle (the synthetic world's fact checker); http (an OpenAI-compatible server, e.g. vLLM or
+    `python -m atomsearch_jax.serve`); model (an HF checkpoint run in process on our JAX sampler)."""
+    kind = reward.judge
+    if kind == "none":
+        return None
+    if kind == "oracle":
+        if env.world is None:
+            raise ValueError("rl.reward.judge='oracle' needs the synthetic world (data.source='world')")
+        from atomsearch_jax.data.world import OracleJudge
+        return FunctionJudge(OracleJudge(env.world).score)
+    if kind == "http":
+        if not reward.judge_url:
+            raise ValueError("rl.reward.judge='http' needs rl.reward.judge_url (an OpenAI-compatible server)")
+        return HttpJudge(HttpJudgeConfig(
+            base_url=reward.judge_url, model=reward.judge_model, api_key_env=reward.judge_api_key_env or None,
+            max_tokens=reward.judge_max_tokens, temperature=reward.judge_temperature,
+            request_timeout_s=reward.judge_timeout_s, total_timeout_s=5 * reward.judge_timeout_s))
+    if kind == "model":
+        return _model_judge(reward)
+    raise ValueError(f"rl.reward.judge={kind!r}; expected one of {JUDGES}")
+
+
+def _model_judge(reward: ml_collections.ConfigDict) -> SamplerJudge:
+    from transformers import AutoTokenizer
+
+    from atomsearch_jax.generate import Sampler
+
+    if not reward.judge_checkpoint:
+        raise ValueError("rl.reward.judge='model' needs rl.reward.judge_checkpoint (an HF checkpoint directory)")
+    model_config, params = load_hf_checkpoint(reward.judge_checkpoint, dtype=reward.judge_dtype)
+    tokenizer = AutoTokenizer.from_pretrained(reward.judge_checkpoint)
+    if not model_config.eos_ids:
+        model_config = model_config.replace(eos_token_id=end_token_ids(tokenizer))
+    sampler = Sampler(model_config, params, tokenizer, max_len=reward.judge_max_len)
+    return SamplerJudge(sampler, tokenizer=tokenizer, max_new_tokens=reward.judge_max_tokens,
+                        temperature=reward.judge_temperature)

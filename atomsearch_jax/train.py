@@ -29,14 +29,14 @@ from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajector
 from atomsearch_jax.distributed_flags import initialize_from_flags
 from atomsearch_jax.evaluation import evaluate_datasets
 from atomsearch_jax.experiment import (FORMAT_OUTCOME, Environment, build_environment, build_model, group_by_source,
-                                       make_answer_judge, make_runner)
+                                       build_judge, make_answer_judge, make_runner)
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.model import save_hf_checkpoint, stack_layers, unstack_layers
 from atomsearch_jax.parallel import make_mesh
-from atomsearch_jax.parallel.multihost import is_writer, process_share
+from atomsearch_jax.parallel.multihost import gather_rows, is_writer, process_share
 from atomsearch_jax.paths import copy_tree, resolve
-from atomsearch_jax.rewards import FunctionJudge, HttpJudge, HttpJudgeConfig, RewardManager, reward_metrics
-from atomsearch_jax.rl import GRPOTrainer
+from atomsearch_jax.rewards import RewardManager, reward_metrics
+from atomsearch_jax.rl import FailureMonitor, GRPOTrainer, ServiceFailureError
 from atomsearch_jax.sft import SFTTrainer
 from atomsearch_jax.training import MetricsWriter
 
@@ -132,22 +132,6 @@ def run_sft(config: ml_collections.ConfigDict, env: Environment, model_config, p
     return params
 
 
-def make_judge(config: ml_collections.ConfigDict, env: Environment):
-    kind = config.rl.reward.judge
-    if kind == "none":
-        return None
-    if kind == "oracle":
-        if env.world is None:
-            raise ValueError("rl.reward.judge='oracle' needs the synthetic world (data.source='world')")
-        from atomsearch_jax.data.world import OracleJudge
-        return FunctionJudge(OracleJudge(env.world).score)
-    if kind == "http":
-        reward = config.rl.reward
-        if not reward.judge_url:
-            raise ValueError("rl.reward.judge='http' needs rl.reward.judge_url (an OpenAI-compatible server)")
-        return HttpJudge(HttpJudgeConfig(base_url=reward.judge_url, model=reward.judge_model,
-                                         api_key_env=reward.judge_api_key_env or None))
-    raise ValueError(f"rl.reward.judge={kind!r}; expected oracle, http or none")
 
 
 def run_eval(runner: RolloutRunner, env: Environment, config, writer, step: int, tag: str) -> dict[str, float]:
@@ -174,16 +158,46 @@ def run_eval(runner: RolloutRunner, env: Environment, config, writer, step: int,
     return result.average
 
 
+def make_reward_manager(cfg: ml_collections.ConfigDict, env: Environment) -> RewardManager:
+    """The reward manager of `rl.reward` (see `atomsearch_jax.rl.config.reward_config`)."""
+    reward = cfg.reward
+    overlong = (reward.overlong.max_length, reward.overlong.cache_length) if reward.overlong.max_length else None
+    return RewardManager(env.fmt, outcome=reward.outcome or FORMAT_OUTCOME[env.fmt.name], judge=build_judge(reward, env),
+                         schedule=reward.schedule, total_steps=cfg.steps, alpha0=reward.alpha0,
+                         atr_mode=reward.atr_mode, malformed_policy=reward.malformed_policy, overlong=overlong)
+
+
+def observe_failures(monitor: FailureMonitor, trajectories, components: dict[str, Any]) -> None:
+    """Feeds one rollout batch's judge and search failure counts (of all processes) to the monitor."""
+    # Summed over processes, so every process of a multi-host job takes the same stop decision.
+    counts = gather_rows(np.array([[components["judge_used"].sum(), components["judge_failed"].sum(),
+                                    sum(t.tool_calls for t in trajectories),
+                                    sum(t.search_failures for t in trajectories)]], np.int64)).sum(axis=0)
+    monitor.observe(judge_requests=int(counts[0]), judge_failures=int(counts[1]), tool_calls=int(counts[2]),
+                    search_failures=int(counts[3]), judge_errors=tuple(e for e in components["judge_error"] if e),
+                    search_errors=tuple(e for t in trajectories for e in t.search_errors))
+
+
+def stop_on_failures(monitor: FailureMonitor, trainer: GRPOTrainer, items: dict[str, Any]) -> None:
+    """Checkpoints (as of before the failing batch) and re-raises when a failure rate is too high."""
+    try:
+        monitor.check()
+    except ServiceFailureError:
+        trainer.checkpointer.wait()
+        if trainer.checkpointer.latest_step() != trainer.step:
+            trainer.save(items, force=True)
+        trainer.close()
+        raise
+
+
 def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, params, mesh, writer,
              runner: RolloutRunner) -> Any:
     """GRPO with rollouts through `runner` (whose engine is kept in sync with the policy)."""
     cfg = config.rl
     _checkpoint_dir(cfg, config.workdir, "grpo")
     trainer = GRPOTrainer(model_config, params, cfg, mesh=mesh, ref_params=params if cfg.loss.kl_coef > 0 else None)
-    reward = cfg.reward
-    manager = RewardManager(env.fmt, outcome=reward.outcome or FORMAT_OUTCOME[env.fmt.name], judge=make_judge(config, env),
-                            schedule=reward.schedule, total_steps=cfg.steps, alpha0=reward.alpha0,
-                            atr_mode=reward.atr_mode, malformed_policy=reward.malformed_policy)
+    manager = make_reward_manager(cfg, env)
+    monitor = FailureMonitor.from_config(cfg.failures)
     iterator = pipeline_iterator(qa_pipeline(records_dataset(env.train_records), batch_size=cfg.prompts_per_step,
                                              seed=config.seed + 1, shard_options=GLOBAL_BATCHES))
     update = 0
@@ -192,17 +206,21 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
         iterator.set_state(items["data_iterator"])
         update = int(items["reward_schedule"]["step"])
         logging.info("GRPO resumed after update %d", update)
-    runner.engine.set_params(unstack_layers(model_config, trainer.params))
+    runner.engine.set_params(trainer.sampling_params())
     while update < cfg.steps:
         start = time.perf_counter()
+        before_batch = {"data_iterator": iterator.get_state(), "reward_schedule": {"step": update, "total": cfg.steps}}
         records, first = process_share(next(iterator))
         trajectories = runner.run(records, n=cfg.group_size, seed=config.seed * 1_000_003 + update, first_record=first)
         rewards, components = manager.score(trajectories, update)
-        metrics = trainer.update(training_batch(trajectories, rewards))
-        runner.engine.set_params(unstack_layers(model_config, trainer.params))
+        observe_failures(monitor, trajectories, components)
+        stop_on_failures(monitor, trainer, before_batch)
+        metrics = trainer.update(training_batch(trajectories, rewards, exclude=components["judge_failed"] > 0))
+        runner.engine.set_params(trainer.sampling_params())
         update += 1
         metrics.update(reward_metrics(components))
         metrics.update(rollout_metrics(trajectories, runner.last_stats))
+        metrics.update(monitor.metrics())
         metrics["step_time_s"] = time.perf_counter() - start
         writer.write(update, {f"rl/{k}": v for k, v in metrics.items()})
         logging.info("GRPO update %d: reward %.3f (outcome %.3f, atr %.3f, alpha %.2f) f1 %.3f tool calls %.2f, %.1f s",
@@ -260,7 +278,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     params = unstack_layers(train_config, params)
     if config.export_hf:
         export_dir = os.path.join(workdir, "hf_policy")
-        save_hf_checkpoint(model_config, params, export_dir)
+        save_hf_checkpoint(model_config, params, export_dir, dtype=model_config.param_dtype)  # not the float32 masters
         if is_writer():
             local = tempfile.mkdtemp(prefix="atomsearch_tokenizer_")
             env.tokenizer.save_pretrained(local)
@@ -292,6 +310,9 @@ def main(argv) -> None:
     except Preempted as stop:
         logging.warning("%s", stop)
         raise SystemExit(143) from None  # the conventional status of a SIGTERM-ed process
+    except ServiceFailureError as stop:
+        logging.error("stopping: %s", stop)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -61,17 +61,19 @@ def get_config() -> ml_collections.ConfigDict:
     c.rl.optimizer.warmup_steps = 0
     c.rl.loss.eps_low, c.rl.loss.eps_high = 0.2, 0.28
     c.rl.loss.kl_coef = 0.0
-    c.rl.rollout = ml_collections.ConfigDict(dict(
+    c.rl.rollout.update(
         max_response_tokens=640, segment_steps=160, max_tool_calls=6, top_p=1.0, top_k=0,
         # The papers sample at 1.0; a ~1M-parameter policy at 1.0 breaks the format in ~3 of 4 samples
         # (measured), which leaves GRPO almost no signal, so the toy default samples at 0.8.
-        temperature=0.8))
-    c.rl.reward = ml_collections.ConfigDict(dict(
+        temperature=0.8)
+    # Reward keys and their defaults: atomsearch_jax.rl.config.reward_config (judge, overlong shaping, ...);
+    # failure thresholds that stop a run: c.rl.failures (rl.config.failures_config).
+    c.rl.reward.update(
         outcome="",                      # "" = the format's own (deepresearcher / research / search_r1_em)
-        judge="oracle",                  # oracle (world only) | http | none
-        judge_url="", judge_model="", judge_api_key_env="",   # http judge: OpenAI-compatible server
+        judge="oracle",                  # oracle (world only) | http | model | none
         schedule="linear", alpha0=0.5, atr_mode="mean", malformed_policy="penalty",
-    ))
+    )
+    c.rl.reward.overlong.update(max_length=0, cache_length=0)   # DAPO overlong shaping off in the toy
     c.eval = ml_collections.ConfigDict(dict(
         every=10, temperature=0.0, n=1,  # n sampled runs per question (avg@n, pass@k, maj@n when > 1)
         initial=True,                    # evaluate the policy before training too

@@ -146,7 +146,8 @@ def test_search_failure_is_recorded_rendered_and_excluded(tokenizer, bm25):
         assert t.search_failures == 1 and t.search_errors == ["connection refused"]
         assert fmt.render_failure("connection refused") in t.response and t.stop_reason == "answer"
     batch = training_batch(trajs, np.array([1.0, 0.0]))
-    assert batch["loss_mask"].sum() == 0, "samples whose retrieval failed are excluded from the update"
+    assert not batch["valid"].any(), "samples whose retrieval failed are excluded from the update"
+    assert list(training_batch(trajs, np.array([1.0, 0.0]), exclude=np.array([True, False]))["valid"]) == [False] * 2
     assert batch["tokens"].shape[1] % 64 == 0 and list(batch["lengths"]) == [t.length for t in trajs]
 
 

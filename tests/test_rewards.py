@@ -200,7 +200,7 @@ def batch():
     return [
         RewardInput("Capital of France?", ["Paris"], good, 100),
         RewardInput("Capital of France?", ["Paris"], wrong, 100),
-        {"question": "please fail", "golden_answers": ["Paris"], "response": wrong, "response_length": 100},
+        {"question": "please fail", "golden_answers": ["Paris"], "response": wrong, "generated_tokens": 100},
         RewardInput("Capital of France?", ["Paris"], broken, 100),
     ]
 

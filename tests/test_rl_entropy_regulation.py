@@ -54,3 +54,19 @@ def test_bad_settings_are_named():
         EntropyRegulator(low=2.0, high=1.0)
     with pytest.raises(ValueError, match="malformed"):
         EntropyRegulator().load_state_dict({"value": 0.1})
+
+
+def test_eps_high_knob_defaults_start_at_and_never_go_below_the_configured_eps_high():
+    from atomsearch_jax.rl import entropy_regulation
+    cfg = entropy_regulation.get_config()
+    cfg.update(enabled=True, knob="eps_high", mode="absolute", low=1.0, high=2.0, window=2)
+    reg = EntropyRegulator.from_config(cfg, eps_high=0.28)
+    assert reg.value == 0.28 and (reg.min_value, reg.max_value) == (0.28, 0.35)
+    for _ in range(40):
+        reg.observe(0.1)                                           # collapse: open the clip
+    assert reg.value == pytest.approx(0.35)
+    for _ in range(40):
+        reg.observe(5.0)                                           # too much entropy: back, not below 0.28
+    assert reg.value == pytest.approx(0.28)
+    coef = EntropyRegulator.from_config(entropy_regulation.get_config(), eps_high=0.28)
+    assert coef.value == 0.0 and coef.max_value == 1e-2          # the entropy-coefficient knob's own defaults

@@ -100,8 +100,12 @@ def test_informative_rows_drops_constant_groups():
 @pytest.mark.parametrize("mode", rl.AGG_MODES)
 def test_aggregate_matches_numpy(mode):
     _, _, _, _, mask, values = random_inputs(0)
-    got = rl.aggregate(jnp.asarray(values), jnp.asarray(mask), mode)
-    np.testing.assert_allclose(got, np_aggregate(values, mask, mode), rtol=1e-5)
+    if mode == "seq-mean-token-sum-norm":  # Dr. GRPO's normaliser is a constant, never the padded width
+        with pytest.raises(ValueError, match="norm_length"):
+            rl.aggregate(jnp.asarray(values), jnp.asarray(mask), mode)
+    else:
+        got = rl.aggregate(jnp.asarray(values), jnp.asarray(mask), mode)
+        np.testing.assert_allclose(got, np_aggregate(values, mask, mode), rtol=1e-5)
     got = rl.aggregate(jnp.asarray(values), jnp.asarray(mask), mode, norm_length=4)
     np.testing.assert_allclose(got, np_aggregate(values, mask, mode, norm_length=4), rtol=1e-5)
 
@@ -116,6 +120,7 @@ def test_kl_estimators_match_numpy(est):
                                   rl.kl_penalty(jnp.asarray(logp), jnp.asarray(ref), est))
 
 
+NORM = 16  # Dr. GRPO's constant normaliser (e.g. the maximum response length)
 CASES = list(itertools.product(rl.AGG_MODES, [None, 3.0], [(0.2, 0.28), (0.2, 0.2)], ["k1", "k2", "k3"]))
 
 
@@ -126,10 +131,10 @@ def test_policy_loss_matches_numpy(mode, dual_clip, eps, est):
     loss, metrics = rl.policy_loss(
         jnp.asarray(logp), jnp.asarray(old), jnp.asarray(adv), jnp.asarray(mask), eps_low=eps[0], eps_high=eps[1],
         dual_clip=dual_clip, agg_mode=mode, ref_logp=jnp.asarray(ref), kl_coef=kl_coef, kl_estimator=est,
-        entropy=jnp.asarray(entropy), entropy_coef=ent_coef)
-    pg = np_aggregate(np_policy_terms(logp, old, adv, eps[0], eps[1], dual_clip), mask, mode)
-    kl = np_aggregate(np_kl(logp, ref, est), mask, mode)
-    want = pg + kl_coef * kl - ent_coef * np_aggregate(entropy, mask, mode)
+        entropy=jnp.asarray(entropy), entropy_coef=ent_coef, loss_norm_length=NORM)
+    pg = np_aggregate(np_policy_terms(logp, old, adv, eps[0], eps[1], dual_clip), mask, mode, NORM)
+    kl = np_aggregate(np_kl(logp, ref, est), mask, mode, NORM)
+    want = pg + kl_coef * kl - ent_coef * np_aggregate(entropy, mask, mode, NORM)
     np.testing.assert_allclose(loss, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(metrics["pg_loss"], pg, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(metrics["kl_loss"], kl, rtol=1e-5, atol=1e-6)
@@ -175,7 +180,7 @@ def _logits_loss(logits, tokens, old, ref, adv, mask, mode):
     logp = jnp.pad(logp, ((0, 0), (1, 0)))
     entropy = jnp.pad(-jnp.sum(jnp.exp(logsm) * logsm, -1)[:, :-1], ((0, 0), (1, 0)))
     loss, _ = rl.policy_loss(logp, old, adv, mask, agg_mode=mode, dual_clip=3.0, ref_logp=ref, kl_coef=0.1,
-                             entropy=entropy, entropy_coef=0.01)
+                             entropy=entropy, entropy_coef=0.01, loss_norm_length=NORM)
     return loss
 
 

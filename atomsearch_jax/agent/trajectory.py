@@ -60,13 +60,14 @@ class Trajectory:
 
 
 def training_batch(trajectories: Sequence[Trajectory], rewards: np.ndarray, *, pad_to_multiple: int = 64,
-                   exclude_search_failures: bool = True) -> dict[str, np.ndarray]:
-    """Trainer batch fields: tokens, loss_mask, logprobs ("sampler_logprobs"), lengths, rewards.
+                   exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Trainer batch fields: tokens, loss_mask, logprobs ("sampler_logprobs"), lengths, rewards, valid.
 
     Rows keep the given order (group by group). Lengths are padded to a multiple of `pad_to_multiple`
     so the update compiles for few shapes; on a multi-process job every process pads to the longest
-    row of any process (the global batch needs one width; every process must call it). Samples whose retrieval failed get an all-zero loss mask
-    (excluded from the update; their reward still counts in the group statistics).
+    row of any process (the global batch needs one width; every process must call it). valid [B] is
+    False for samples whose retrieval failed or that `exclude` [B] names (e.g. the judge failed on
+    them): the trainer leaves them out of the update and of their group's advantage statistics.
     """
     if len(trajectories) != len(rewards):
         raise ValueError(f"{len(trajectories)} trajectories but {len(rewards)} rewards")
@@ -79,8 +80,9 @@ def training_batch(trajectories: Sequence[Trajectory], rewards: np.ndarray, *, p
     lengths = np.zeros((b,), np.int32)
     for i, t in enumerate(trajectories):
         n = t.length
-        tokens[i, :n], logprobs[i, :n], lengths[i] = t.tokens, t.logprobs, n
-        if not (exclude_search_failures and t.search_failures):
-            loss_mask[i, :n] = t.loss_mask
+        tokens[i, :n], logprobs[i, :n], lengths[i], loss_mask[i, :n] = t.tokens, t.logprobs, n, t.loss_mask
+    valid = np.array([t.search_failures == 0 for t in trajectories])
+    if exclude is not None:
+        valid &= ~np.asarray(exclude, bool)
     return {"tokens": tokens, "loss_mask": loss_mask, "sampler_logprobs": logprobs, "lengths": lengths,
-            "rewards": np.asarray(rewards, np.float32)}
+            "rewards": np.asarray(rewards, np.float32), "valid": valid}

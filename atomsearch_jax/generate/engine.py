@@ -43,6 +43,7 @@ from atomsearch_jax.generate.state import (
 )
 from atomsearch_jax.generate.stops import StopArrays, StopSet, find_text_stop
 from atomsearch_jax.model import ModelConfig, param_shapes
+from atomsearch_jax.model.dtypes import cast_floating
 from atomsearch_jax.parallel import SAMPLE_RULES, check_heads_divisible, local_mesh, param_shardings
 
 
@@ -203,11 +204,15 @@ class Engine:
 
         params may be the trainer's global arrays on a multi-process mesh: they are re-laid out on
         device (an all-gather over the data/fsdp axes, no host round trip) and this process keeps the
-        shards on its own devices as its sampling copy.
+        shards on its own devices as its sampling copy. The engine keeps its own copy in the config's
+        param dtype (float32 masters of a bfloat16 model are cast): it never aliases the caller's
+        buffers, which a trainer donates to its next update.
         """
+        params = cast_floating(params, self.config.storage_dtype)
         if self.mesh is not None:
-            params = place_local(params, self.mesh, SAMPLE_RULES)
-        self.params = params
+            self.params = place_local(params, self.mesh, SAMPLE_RULES)
+        else:
+            self.params = jax.device_put(params, may_alias=False)
 
     def stop_set(self, strings: Sequence[str] = (), *, eos: bool = True) -> StopSet:
         """Stop strings (tokenized with the engine's tokenizer) plus, when `eos`, the engine's EOS ids."""
@@ -365,15 +370,15 @@ class Engine:
 
 
 def place_local(params: Any, mesh: Mesh, rules: Any) -> Any:
-    """params laid out by `rules` on `mesh` (this process's devices). Global arrays of a multi-process
+    """A copy of params laid out by `rules` on `mesh` (this process's devices). Global arrays of a multi-process
     mesh are first laid out by the same rules on their own mesh, whose shards on this process's devices
     then are exactly the local layout's (`local_mesh` keeps the tensor axis whole)."""
     target = param_shardings(params, mesh, rules)
     leaves = jax.tree_util.tree_leaves(params)
     if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
-        return jax.device_put(params, target)
+        return jax.device_put(params, target, may_alias=False)  # own buffers: the caller's may be donated
     on_global = jax.device_put(params, jax.tree_util.tree_map(
-        lambda x, t: NamedSharding(x.sharding.mesh, t.spec), params, target))
+        lambda x, t: NamedSharding(x.sharding.mesh, t.spec), params, target), may_alias=False)
     return jax.tree_util.tree_map(
         lambda x, t: jax.make_array_from_single_device_arrays(x.shape, t, [s.data for s in x.addressable_shards]),
         on_global, target)

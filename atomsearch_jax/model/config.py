@@ -8,9 +8,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from atomsearch_jax.model.dtypes import DTYPES, dtype_name
+
 MODEL_TYPES = ("qwen2", "qwen3")
 _ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +67,8 @@ class ModelConfig:
             )
         if self.dims_per_head % 2:
             raise ValueError(f"ModelConfig head_dim={self.dims_per_head} must be even for rotary embeddings")
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in _DTYPES:
-                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}; expected one of {sorted(_DTYPES)}")
+        for name in ("dtype", "param_dtype"):  # strings, numpy and jnp dtypes; stored as names (hashable)
+            object.__setattr__(self, name, dtype_name(getattr(self, name), f"ModelConfig.{name}"))
 
     @property
     def dims_per_head(self) -> int:
@@ -76,11 +76,11 @@ class ModelConfig:
 
     @property
     def compute_dtype(self) -> jnp.dtype:
-        return _DTYPES[self.dtype]
+        return DTYPES[self.dtype]
 
     @property
     def storage_dtype(self) -> jnp.dtype:
-        return _DTYPES[self.param_dtype]
+        return DTYPES[self.param_dtype]
 
     @property
     def eos_ids(self) -> tuple[int, ...]:

@@ -114,12 +114,13 @@ def _get(tree: Any, path: Sequence[str]) -> Any:
     return tree
 
 
-def load_hf_checkpoint(path: str | os.PathLike, *, dtype: str = "float32", compute_dtype: str | None = None,
+def load_hf_checkpoint(path: str | os.PathLike, *, dtype: Any = "float32", compute_dtype: Any = None,
                        mesh: Mesh | None = None, rules: LogicalRules = TRAIN_RULES, scan_layers: bool = False,
                        remat: bool = False) -> tuple[ModelConfig, Any]:
     """Loads an HF Qwen2/Qwen2.5/Qwen3 (dense) checkpoint directory -> (ModelConfig, params).
 
-    dtype: storage dtype of the params ("float32" or "bfloat16"); compute_dtype defaults to it.
+    dtype: storage dtype of the params (float32, bfloat16 or float16, as a string, numpy or jnp dtype);
+    compute_dtype defaults to it.
     mesh: place each tensor's shards straight onto the mesh by the parameter rule table (`rules`);
     without a mesh, params go to the default device.
     path: a local directory or a URL (gs://..., read through a local copy).

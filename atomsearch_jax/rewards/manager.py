@@ -11,7 +11,9 @@ Per sample, with alpha = schedule(step):
   to skip the answer tags. `malformed_policy="mix"` instead grades them and mixes like well-formed ones.
 - well-formed, no thoughts to grade: R_atom = 0 (nothing earned the process reward), no judge call.
 - judge absent or alpha == 0: R = R_outcome.
-Then, when overlong shaping is configured, DAPO's penalty for the response length is added.
+Then, when overlong shaping is configured, DAPO's penalty for the response length is added; the length
+counts the tokens the policy generated, not the tool results the environment inserted (those are not
+the policy's verbosity, and a format that returns long documents would otherwise be penalised for them).
 """
 from __future__ import annotations
 
@@ -34,12 +36,13 @@ MALFORMED_POLICIES = ("penalty", "mix")
 @dataclasses.dataclass(frozen=True)
 class RewardInput:
     """One finished trajectory: question, gold answers, the response text after the prompt (environment
-    blocks included), its length in tokens (for overlong shaping) and whether generation was cut off."""
+    blocks included), the number of tokens the policy generated in it (inserted tool results excluded:
+    what overlong shaping counts) and whether generation was cut off."""
 
     question: str
     golden_answers: Sequence[str]
     response: str
-    response_length: int = 0
+    generated_tokens: int = 0
     truncated: bool = False
 
 
@@ -56,7 +59,7 @@ def as_reward_input(sample: Any, index: int = 0) -> RewardInput:
     if not golds or not all(isinstance(g, str) for g in golds):
         raise ValueError(f"batch sample {index} needs a non-empty list of string golden_answers, got {golds!r:.200}")
     return RewardInput(question=str(get("question")), golden_answers=golds,
-                       response=str(get("response")), response_length=int(get("response_length", 0) or 0),
+                       response=str(get("response")), generated_tokens=int(get("generated_tokens", 0) or 0),
                        truncated=bool(get("truncated", False)))
 
 
@@ -72,7 +75,7 @@ class RewardManager:
       total_steps, alpha0: the schedule's T and alpha0.
       atr_mode, tag_weights: the ATR aggregation (see atr.py).
       malformed_policy: "penalty" (default) or "mix".
-      overlong: (max_length, cache_length) in tokens for DAPO shaping, or None.
+      overlong: (max_length, cache_length) in generated tokens for DAPO shaping, or None.
       send_trajectory: include the response text in judge requests (the judge sees the evidence).
     """
 
@@ -139,7 +142,7 @@ class RewardManager:
         judge_failed = np.array([e is not None for e in judge_error], np.float64)
         shaping = np.zeros(n)
         if self.overlong is not None:
-            shaping = np.array([overlong_penalty(x.response_length, *self.overlong) for x in inputs])
+            shaping = np.array([overlong_penalty(x.generated_tokens, *self.overlong) for x in inputs])
             reward = reward + shaping
         components = {
             "reward": reward, "outcome": outcome, "atr": atr, "alpha": np.full(n, alpha),

@@ -23,22 +23,30 @@ def _groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
     return rewards.reshape(-1, group_size)
 
 
-def group_advantages(rewards: np.ndarray, group_size: int, *, normalize_std: bool = True) -> np.ndarray:
+def group_advantages(rewards: np.ndarray, group_size: int, *, normalize_std: bool = True,
+                     valid: np.ndarray | None = None) -> np.ndarray:
     """Advantages [B*G] (float32) from rewards [B*G] ordered group by group.
 
     A_i = (R_i − mean_group) / (std_group + 1e-6) with the unbiased std, as veRL; with
-    normalize_std=False (Dr. GRPO) A_i = R_i − mean_group. A singleton group uses mean 0, std 1.
+    normalize_std=False (Dr. GRPO) A_i = R_i − mean_group. A singleton group (group_size 1) uses mean
+    0, std 1. valid [B*G] bool: rows to exclude (False: e.g. the judge failed on them, so their reward
+    is not comparable with their group mates') get advantage 0 and do not enter their group's mean and
+    std; a group left with one valid row has nothing to compare it with and gets advantage 0.
     """
     groups = _groups(rewards, group_size)
+    keep = np.ones_like(groups, bool) if valid is None else np.asarray(valid, bool).reshape(groups.shape)
     if group_size == 1:
         mean, std = np.zeros_like(groups), np.ones_like(groups)
     else:
-        mean = groups.mean(axis=1, keepdims=True)
-        std = groups.std(axis=1, ddof=1, keepdims=True)
+        count = keep.sum(axis=1, keepdims=True)
+        mean = np.where(keep, groups, 0.0).sum(axis=1, keepdims=True) / np.maximum(count, 1)
+        sq = np.where(keep, (groups - mean) ** 2, 0.0).sum(axis=1, keepdims=True)
+        std = np.sqrt(sq / np.maximum(count - 1, 1))
+        keep = keep & (count > 1)
     adv = groups - mean
     if normalize_std:
         adv = adv / (std + ADVANTAGE_EPS)
-    return adv.reshape(-1).astype(np.float32)
+    return np.where(keep, adv, 0.0).reshape(-1).astype(np.float32)
 
 
 def informative_rows(rewards: np.ndarray, group_size: int) -> np.ndarray:

@@ -16,7 +16,11 @@ Why additive steps and hard bounds: an entropy bonus acts on every token, and co
 ~1e-2 blow entropy up within a few steps in LLM RL; small steps from a full window react on the scale
 of tens of updates, which is how fast collapse develops, and the bounds make a runaway impossible.
 The knob is either the entropy-bonus coefficient (default) or ε_high (clip-higher), which raises
-entropy by letting low-probability tokens gain more per step. Its state is JSON (checkpointed).
+entropy by letting low-probability tokens gain more per step. Unset bounds, step and start take the
+knob's own defaults: entropy_coef starts at 0 within [0, 0.01] in steps of 5e-4; eps_high starts at the
+loss's configured ε_high, which is also its floor (the regulator only ever opens the clip further),
+up to 0.35 (the largest ε_high seed 002 compares; our choice) in steps of 0.005. Its state is JSON
+(checkpointed).
 """
 from __future__ import annotations
 
@@ -25,16 +29,26 @@ from collections import deque
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
 KNOBS = ("entropy_coef", "eps_high")
 MODES = ("relative", "absolute")
 
 
+def knob_defaults(knob: str, eps_high: float) -> dict[str, float]:
+    """step, min_value, max_value, initial_value of a knob when not configured (see the module doc)."""
+    if knob == "eps_high":
+        return dict(step=5e-3, min_value=eps_high, max_value=max(0.35, eps_high), initial_value=eps_high)
+    return dict(step=5e-4, min_value=0.0, max_value=1e-2, initial_value=0.0)
+
+
 def get_config() -> ml_collections.ConfigDict:
-    """Defaults: off; when on, steer the entropy coefficient in [0, 0.01] to keep 0.5–1.5 × H₀."""
+    """Defaults: off; when on, steer the entropy coefficient to keep 0.5–1.5 × H₀. step, min_value,
+    max_value and initial_value unset (None) take the knob's defaults (`knob_defaults`)."""
+    unset = lambda: config_dict.placeholder(float)  # noqa: E731
     return ml_collections.ConfigDict(dict(
         enabled=False, knob="entropy_coef", window=10, mode="relative", low=0.5, high=1.5,
-        step=5e-4, min_value=0.0, max_value=1e-2, initial_value=0.0,
+        step=unset(), min_value=unset(), max_value=unset(), initial_value=unset(),
     ))
 
 
@@ -47,10 +61,11 @@ class EntropyRegulator:
     mode: str = "relative"
     low: float = 0.5
     high: float = 1.5
-    step: float = 5e-4
-    min_value: float = 0.0
-    max_value: float = 1e-2
-    initial_value: float = 0.0
+    step: float | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    initial_value: float | None = None
+    eps_high: float = 0.28  # the loss's configured ε_high (the eps_high knob's default start and floor)
     value: float = dataclasses.field(init=False)
     reference: float | None = dataclasses.field(init=False, default=None)
     history: deque = dataclasses.field(init=False)
@@ -60,6 +75,9 @@ class EntropyRegulator:
             raise ValueError(f"entropy_regulation.knob={self.knob!r}; expected one of {KNOBS}")
         if self.mode not in MODES:
             raise ValueError(f"entropy_regulation.mode={self.mode!r}; expected one of {MODES}")
+        for name, default in knob_defaults(self.knob, self.eps_high).items():
+            if getattr(self, name) is None:
+                setattr(self, name, default)
         if self.window < 1:
             raise ValueError(f"entropy_regulation.window={self.window} must be >= 1")
         if not self.low < self.high:
@@ -71,9 +89,10 @@ class EntropyRegulator:
         self.history = deque(maxlen=self.window)
 
     @classmethod
-    def from_config(cls, cfg: ml_collections.ConfigDict) -> "EntropyRegulator":
+    def from_config(cls, cfg: ml_collections.ConfigDict, *, eps_high: float = 0.28) -> "EntropyRegulator":
+        """From `get_config()`; eps_high: the loss's configured ε_high."""
         fields = {k: v for k, v in cfg.to_dict().items() if k != "enabled"}
-        return cls(**fields)
+        return cls(**fields, eps_high=float(eps_high))
 
     def band(self) -> tuple[float, float] | None:
         """The target band in nats (None while the relative reference is not known yet)."""

@@ -56,18 +56,23 @@ def aggregate(values: Array, mask: Array, agg_mode: str, *, norm_length: int | N
     token-mean: Σ over unmasked tokens / their count (DAPO, GRPO-TCR).
     seq-mean-token-mean: mean over sequences of each sequence's token mean (original GRPO).
     seq-mean-token-sum: mean over sequences of each sequence's token sum.
-    seq-mean-token-sum-norm: mean over sequences of token sum / norm_length (Dr. GRPO; a constant,
-      default T = mask.shape[-1]). veRL divides the sum over sequences by T without the 1/num_seqs,
-      which makes the loss scale with the batch size; Dr. GRPO's own code averages over sequences.
+    seq-mean-token-sum-norm: mean over sequences of token sum / norm_length (Dr. GRPO; norm_length is
+      required and must be a constant such as the maximum response length: the batch's padded width
+      would change the loss scale from batch to batch). veRL divides the sum over sequences by T
+      without the 1/num_seqs, which makes the loss scale with the batch size; Dr. GRPO's own code
+      averages over sequences.
     """
     check_agg_mode(agg_mode)
+    if agg_mode == "seq-mean-token-sum-norm" and not (norm_length and norm_length > 0):
+        raise ValueError(f"agg_mode='seq-mean-token-sum-norm' needs a constant norm_length > 0, got {norm_length!r} "
+                         "(Dr. GRPO: the maximum response length)")
     if agg_mode == "token-mean":
         return masked_mean(values, mask)
     token_sums = jnp.sum(_masked(values, mask), axis=-1)
     if agg_mode == "seq-mean-token-mean":
         token_sums = token_sums / jnp.maximum(jnp.sum(mask > 0, axis=-1), 1)
     elif agg_mode == "seq-mean-token-sum-norm":
-        token_sums = token_sums / float(norm_length or mask.shape[-1])
+        token_sums = token_sums / float(norm_length)
     return jnp.sum(token_sums) / jnp.maximum(num_sequences(mask), 1)
 
 

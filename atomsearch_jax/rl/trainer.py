@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from atomsearch_jax.model import ModelConfig
+from atomsearch_jax.model.dtypes import cast_floating
 from atomsearch_jax.parallel.multihost import gather_rows
 from atomsearch_jax.rl.advantages import group_advantages, informative_rows
 from atomsearch_jax.rl.entropy_regulation import EntropyRegulator
@@ -48,11 +49,13 @@ class GRPOTrainer(Trainer):
         if self.settings.use_kl:
             if ref_params is None:
                 raise ValueError(f"loss.kl_coef={config.loss.kl_coef} > 0 needs ref_params (the reference policy)")
-            self.ref_params = jax.device_put(ref_params, self.shardings.params)
+            # The frozen reference needs no float32 master: kept in the model's param dtype.
+            self.ref_params = jax.device_put(cast_floating(ref_params, self.model_config.storage_dtype),
+                                             self.shardings.params)
         elif ref_params is not None:
             logging.info("loss.kl_coef = 0: the reference params are not used")
         reg = config.entropy_regulation
-        self.regulator = EntropyRegulator.from_config(reg) if reg.enabled else None
+        self.regulator = EntropyRegulator.from_config(reg, eps_high=config.loss.eps_high) if reg.enabled else None
         self._update = make_grpo_update(self.model_config, self.settings, self.optimizer, self.shardings, self.mesh,
                                         self.schedule)
 
@@ -73,11 +76,16 @@ class GRPOTrainer(Trainer):
         if rewards.shape != (b,):
             raise ValueError(f"batch field 'rewards' has shape {rewards.shape}, expected ({b},)")
         group_size = int(self.config.group_size)
-        arrays["advantages"] = group_advantages(rewards, group_size, normalize_std=self.config.normalize_std)
+        valid = np.ones((b,), bool) if batch.get("valid") is None else np.asarray(batch["valid"])
+        if valid.shape != (b,) or valid.dtype != bool:
+            raise ValueError(f"batch field 'valid' must be bool [{b}], got {valid.dtype} {valid.shape}")
+        arrays["advantages"] = group_advantages(rewards, group_size, normalize_std=self.config.normalize_std,
+                                                valid=valid)
+        arrays["loss_mask"] = arrays["loss_mask"] * valid[:, None].astype(np.float32)
         # Statistics describe the global batch: every process gathers the per-row numbers (not tokens).
         all_rewards = gather_rows(rewards)
         stats = {"reward/mean": all_rewards.mean(), "reward/std": all_rewards.std(), "reward/max": all_rewards.max(),
-                 "reward/min": all_rewards.min()}
+                 "reward/min": all_rewards.min(), "excluded_rows_frac": 1.0 - gather_rows(valid).mean()}
         if self.config.dynamic_sampling:
             keep = informative_rows(rewards, group_size)
             arrays["loss_mask"] = arrays["loss_mask"] * keep[:, None].astype(np.float32)
@@ -101,7 +109,9 @@ class GRPOTrainer(Trainer):
 
         batch fields (numpy, rows ordered group by group): tokens [B, T], loss_mask [B, T] (1 only on
         model-generated tokens), attention_mask [B, T] or lengths [B], optional positions [B, T],
-        rewards [B], sampler_logprobs [B, T] (needed when config.old_logp == "sampler").
+        rewards [B], sampler_logprobs [B, T] (needed when config.old_logp == "sampler"), valid [B] bool
+        (optional: False rows, e.g. failed judge or search, are left out of the update and of their
+        group's advantage statistics).
         """
         start = time.perf_counter()
         arrays, stats = self.prepare_batch(batch)

@@ -1,6 +1,7 @@
 """The jitted GRPO update on a rollout batch already laid out on the mesh.
 
-Per update call: old log-probs (recomputed with the training forward before any step, as veRL; or
+Every log-prob (policy, old, reference) and the entropy are scored at the rollout temperature, the
+distribution the tokens were sampled from. Per update call: old log-probs (recomputed with the training forward before any step, as veRL; or
 the sampler's; with a single mini-batch the policy is still the sampling one, so old = the current
 log-probs with the gradient stopped, which skips a forward), reference log-probs when kl is used
 (never otherwise), then one optimizer step per mini-batch with micro-batch gradient accumulation.
@@ -22,7 +23,7 @@ from atomsearch_jax.parallel import replicated
 from atomsearch_jax.rl.config import OLD_LOGP_SOURCES
 from atomsearch_jax.rl.losses import AGGREGATED_METRICS, check_agg_mode, check_kl_estimator, num_sequences, policy_loss
 from atomsearch_jax.training.batching import layout_sharding
-from atomsearch_jax.training.logprobs import token_logprobs
+from atomsearch_jax.training.logprobs import check_temperature, token_logprobs
 from atomsearch_jax.training.train_state import TrainState
 from atomsearch_jax.training.update import optimizer_steps
 
@@ -43,9 +44,11 @@ class GRPOSettings:
     entropy_bonus: bool = False
     old_logp: str = "recompute"
     logprob_chunk: int = 256
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         check_agg_mode(self.agg_mode)
+        check_temperature(self.temperature)
         check_kl_estimator(self.kl_estimator)
         if self.old_logp not in OLD_LOGP_SOURCES:
             raise ValueError(f"old_logp={self.old_logp!r}; expected one of {OLD_LOGP_SOURCES}")
@@ -54,26 +57,35 @@ class GRPOSettings:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "GRPOSettings":
-        loss, reg = config.loss, config.entropy_regulation
+        """Settings from `rl.get_config()`; log-probs are scored at config.rollout.temperature."""
+        loss, reg, rollout = config.loss, config.entropy_regulation, config.rollout
         if loss.kl_coef < 0 or loss.entropy_coef < 0:
             raise ValueError(f"loss.kl_coef={loss.kl_coef} and loss.entropy_coef={loss.entropy_coef} must be >= 0")
+        if config.old_logp == "sampler" and (rollout.top_k > 0 or rollout.top_p < 1.0):
+            # The sampler records log-probs of the top-k/top-p filtered, renormalised distribution,
+            # which the policy's full-vocabulary log-probs cannot be compared with.
+            raise ValueError(f"old_logp='sampler' with rollout.top_k={rollout.top_k}, rollout.top_p={rollout.top_p}: "
+                             "the sampler's log-probs are of the filtered distribution; use old_logp='recompute' "
+                             "or sample without top-k/top-p")
         return cls(
             eps_low=float(loss.eps_low), dual_clip=float(loss.dual_clip) if loss.dual_clip else None,
-            agg_mode=loss.agg_mode, loss_norm_length=int(loss.loss_norm_length) or None,
+            agg_mode=loss.agg_mode, loss_norm_length=(int(loss.loss_norm_length) or int(rollout.max_response_tokens)
+                                                      if loss.agg_mode == "seq-mean-token-sum-norm" else None),
             kl_estimator=loss.kl_estimator, use_kl=loss.kl_coef > 0,
             entropy_bonus=loss.entropy_coef > 0 or (reg.enabled and reg.knob == "entropy_coef"),
             old_logp=config.old_logp, logprob_chunk=int(config.train_step.logprob_chunk),
+            temperature=float(rollout.temperature),
         )
 
 
 def _per_micro_logprobs(model_config: ModelConfig, params: Any, batch: dict[str, Array], chunk: int,
-                        mesh: Mesh | None) -> Array:
+                        temperature: float, mesh: Mesh | None) -> Array:
     """Log-probs [n_mini, n_micro, micro, T] under `params`, one forward per micro-batch, no gradient."""
     lead = batch["tokens"].shape[:2]
     flat = {k: batch[k].reshape(-1, *batch[k].shape[2:]) for k in ("tokens", "attention_mask", "positions")}
-    logp = jax.lax.map(lambda m: token_logprobs(model_config, params, m["tokens"], attention_mask=m["attention_mask"],
-                                                positions=m["positions"], chunk=chunk, with_entropy=False,
-                                                mesh=mesh)[0], flat)
+    logp = jax.lax.map(lambda m: token_logprobs(model_config, params, m["tokens"], temperature=temperature,
+                                                attention_mask=m["attention_mask"], positions=m["positions"],
+                                                chunk=chunk, with_entropy=False, mesh=mesh)[0], flat)
     return logp.reshape(*lead, *logp.shape[1:])
 
 
@@ -94,14 +106,17 @@ def grpo_update(state: TrainState, batch: dict[str, Array], ref_params: Any, con
     if settings.old_logp == "sampler":
         batch["old_logp"] = batch.pop("sampler_logprobs")
     elif n_mini > 1:
-        batch["old_logp"] = _per_micro_logprobs(model_config, state.params, batch, settings.logprob_chunk, mesh)
+        batch["old_logp"] = _per_micro_logprobs(model_config, state.params, batch, settings.logprob_chunk,
+                                               settings.temperature, mesh)
     if settings.use_kl:
-        batch["ref_logp"] = _per_micro_logprobs(model_config, ref_params, batch, settings.logprob_chunk, mesh)
+        batch["ref_logp"] = _per_micro_logprobs(model_config, ref_params, batch, settings.logprob_chunk,
+                                               settings.temperature, mesh)
 
     def loss_fn(params: Any, micro: dict[str, Array], totals: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
         mask = micro["loss_mask"]
-        logp, entropy = token_logprobs(model_config, params, micro["tokens"], attention_mask=micro["attention_mask"],
-                                       positions=micro["positions"], chunk=settings.logprob_chunk, mesh=mesh)
+        logp, entropy = token_logprobs(model_config, params, micro["tokens"], temperature=settings.temperature,
+                                       attention_mask=micro["attention_mask"], positions=micro["positions"],
+                                       chunk=settings.logprob_chunk, mesh=mesh)
         old_logp = micro["old_logp"] if "old_logp" in micro else jax.lax.stop_gradient(logp)
         if not settings.entropy_bonus:
             entropy = jax.lax.stop_gradient(entropy)

@@ -7,6 +7,11 @@ and chunk = 64 that is 311 MB per block instead of 2.5 GB for the whole sequence
 
 Outputs are aligned with the tokens: entry t is log p(tokens[t] | tokens[<t]) (and the entropy of
 that next-token distribution); entry 0 has no prediction and is 0.
+
+`temperature` scores the tokens under softmax(logits / temperature), the distribution a sampler at
+that temperature drew them from (veRL divides the logits by the rollout temperature the same way):
+an RL update must score policy, old and reference log-probs at the rollout temperature, or the ratio
+and the KL belong to a different distribution than the samples.
 """
 from __future__ import annotations
 
@@ -19,13 +24,17 @@ from jax.sharding import Mesh
 
 from atomsearch_jax.model import ModelConfig, hidden_states, lm_head_weight
 from atomsearch_jax.parallel import TRAIN_RULES
+from atomsearch_jax.model.dtypes import cast_floating
 
 Array = jax.Array
 
 
-def _chunk_stats(hidden: Array, w: Array, targets: Array, with_entropy: bool, mesh: Mesh | None) -> tuple[Array, Array]:
+def _chunk_stats(hidden: Array, w: Array, targets: Array, with_entropy: bool, mesh: Mesh | None,
+                 temperature: float) -> tuple[Array, Array]:
     """hidden [B, C, E], w [E, V], targets [B, C] -> (log p(target) [B, C], entropy [B, C] or zeros)."""
     logits = jnp.einsum("bce,ev->bcv", hidden, w.astype(hidden.dtype), preferred_element_type=jnp.float32)
+    if temperature != 1.0:
+        logits = logits / jnp.float32(temperature)
     if mesh is not None:
         logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"), rules=TRAIN_RULES, mesh=mesh)
     lse = jax.nn.logsumexp(logits, axis=-1)
@@ -36,12 +45,22 @@ def _chunk_stats(hidden: Array, w: Array, targets: Array, with_entropy: bool, me
     return logp, lse - jnp.sum(probs * logits, axis=-1)
 
 
+def check_temperature(temperature: float) -> float:
+    """The temperature as a float, or a ValueError naming it (it must be a finite number > 0)."""
+    t = float(temperature)
+    if not (t > 0 and t < float("inf")):
+        raise ValueError(f"temperature={temperature!r} must be a finite number > 0 (log-probs of a greedy "
+                         "sampler are not defined)")
+    return t
+
+
 def next_token_stats(hidden: Array, w: Array, targets: Array, *, chunk: int, with_entropy: bool = True,
-                     mesh: Mesh | None = None) -> tuple[Array, Array]:
-    """Log-prob of targets[b, t] under softmax(hidden[b, t] @ w), and the entropy, chunked over t.
+                     mesh: Mesh | None = None, temperature: float = 1.0) -> tuple[Array, Array]:
+    """Log-prob of targets[b, t] under softmax(hidden[b, t] @ w / temperature), and the entropy, chunked over t.
 
     hidden [B, T, E], w [E, V], targets [B, T] int -> two float32 [B, T] arrays.
     """
+    temperature = check_temperature(temperature)
     b, t, e = hidden.shape
     chunk = max(1, min(int(chunk), t))
     n = -(-t // chunk)
@@ -51,7 +70,7 @@ def next_token_stats(hidden: Array, w: Array, targets: Array, *, chunk: int, wit
         targets = jnp.pad(targets, ((0, 0), (0, pad)))
     h_chunks = hidden.reshape(b, n, chunk, e).swapaxes(0, 1)
     t_chunks = targets.reshape(b, n, chunk).swapaxes(0, 1)
-    stats = jax.checkpoint(lambda h, tg: _chunk_stats(h, w, tg, with_entropy, mesh))
+    stats = jax.checkpoint(lambda h, tg: _chunk_stats(h, w, tg, with_entropy, mesh, temperature))
 
     def body(_, xs):
         return None, stats(*xs)
@@ -61,19 +80,24 @@ def next_token_stats(hidden: Array, w: Array, targets: Array, *, chunk: int, wit
     return unchunk(logp), unchunk(ent)
 
 
-def token_logprobs(config: ModelConfig, params: Any, tokens: Array, *, attention_mask: Array | None = None,
-                   positions: Array | None = None, chunk: int = 256, with_entropy: bool = True,
-                   mesh: Mesh | None = None) -> tuple[Array, Array]:
-    """(log-probs [B, T], entropies [B, T]) of the trajectory tokens [B, T], aligned with the tokens.
+def token_logprobs(config: ModelConfig, params: Any, tokens: Array, *, temperature: float = 1.0,
+                   attention_mask: Array | None = None, positions: Array | None = None, chunk: int = 256,
+                   with_entropy: bool = True, mesh: Mesh | None = None) -> tuple[Array, Array]:
+    """(log-probs [B, T], entropies [B, T]) of the trajectory tokens [B, T] under softmax(logits /
+    temperature), aligned with the tokens.
 
     One forward over the whole trajectory (prompt, generated and environment tokens); attention_mask
-    [B, T] (1 = real token) and positions [B, T] as in `atomsearch_jax.model.forward`.
+    [B, T] (1 = real token) and positions [B, T] as in `atomsearch_jax.model.forward`. params may be
+    float32 master weights: the forward runs them cast to the model's param dtype (gradients flow back
+    to the masters in float32), so a bfloat16 model computes in bfloat16 whatever its masters are.
+    temperature: a Python float > 0 (static); the sampler's temperature when scoring its samples.
     """
     tokens = jnp.asarray(tokens, jnp.int32)
+    params = cast_floating(params, config.storage_dtype)
     hidden = hidden_states(config, params, tokens, positions=positions, attention_mask=attention_mask, mesh=mesh,
                            rules=TRAIN_RULES)
     targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
     logp, ent = next_token_stats(hidden, lm_head_weight(config, params), targets, chunk=chunk,
-                                 with_entropy=with_entropy, mesh=mesh)
+                                 with_entropy=with_entropy, mesh=mesh, temperature=temperature)
     shift = lambda x: jnp.pad(x[:, :-1], ((0, 0), (1, 0)))  # noqa: E731  position t-1 predicts token t
     return shift(logp), shift(ent)

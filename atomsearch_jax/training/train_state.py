@@ -1,4 +1,4 @@
-"""The train state (params, optimizer state, counters, PRNG key) and its shardings on a mesh."""
+"""The train state (float32 master params, optimizer state, counters, PRNG key) and its shardings on a mesh."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,12 +10,15 @@ import optax
 from jax.sharding import Mesh
 
 from atomsearch_jax.parallel import TRAIN_RULES, param_shardings, replicated
+from atomsearch_jax.training.precision import master_params
 
 
 @flax.struct.dataclass
 class TrainState:
     """Everything an update changes.
 
+    params: float32 master weights, whatever the model's param dtype (see training.precision); the
+      optimizer state is float32 with them. Forwards cast them to the model's dtype.
     step: int32 [] optimizer steps attempted (applied + skipped); checkpoints are numbered by it.
     skipped_steps: int32 [] steps whose loss or gradients were not finite (never applied).
     rng: uint32 [2] raw PRNG key the run draws its sampling keys from (checkpointed with the rest).
@@ -38,6 +41,8 @@ class TrainState:
 
 
 def create_train_state(params: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    """A fresh state: float32 masters of params (any float dtype), their optimizer state, zero counters."""
+    params = master_params(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                       rng=jax.random.PRNGKey(seed), skipped_steps=jnp.zeros((), jnp.int32))
 
@@ -65,8 +70,8 @@ def abstract_state(params: Any, optimizer: optax.GradientTransformation, mesh: M
 
 def init_sharded_state(params: Any, optimizer: optax.GradientTransformation, mesh: Mesh, seed: int,
                        rules: Any = TRAIN_RULES) -> TrainState:
-    """A fresh state placed on the mesh (the params are copied; the caller's arrays are not donated)."""
+    """A fresh state placed on the mesh (float32 master copies; the caller's arrays are not donated)."""
     shardings = state_shardings(params, optimizer, mesh, rules)
-    params = jax.device_put(params, shardings.params)
+    params = jax.device_put(params, shardings.params, may_alias=False)  # the state's buffers are donated
     init = jax.jit(create_train_state, static_argnums=(1,), out_shardings=shardings)
     return init(params, optimizer, seed)

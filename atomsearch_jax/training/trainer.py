@@ -6,14 +6,16 @@ import os
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
-from atomsearch_jax.model import ModelConfig, save_hf_checkpoint
+from atomsearch_jax.model import ModelConfig, save_hf_checkpoint, unstack_layers
 from atomsearch_jax.parallel import check_heads_divisible, make_mesh
 from atomsearch_jax.training.batching import BatchLayout, batch_layout
 from atomsearch_jax.training.checkpoint import Checkpointer
 from atomsearch_jax.training.optimizer import make_optimizer
+from atomsearch_jax.model.dtypes import cast_floating
 from atomsearch_jax.training.train_state import TrainState, abstract_state, init_sharded_state, state_shardings
 
 
@@ -34,6 +36,9 @@ class Trainer:
         self.optimizer, self.schedule = make_optimizer(config.optimizer)
         self.shardings = state_shardings(params, self.optimizer, self.mesh)
         self.state: TrainState = init_sharded_state(params, self.optimizer, self.mesh, int(config.seed))
+        cfg = self.model_config
+        self._sampling_copy = jax.jit(lambda p: jax.tree_util.tree_map(
+            jnp.copy, unstack_layers(cfg, cast_floating(p, cfg.storage_dtype))))
         self.checkpointer = Checkpointer.from_config(config.checkpoint) if config.checkpoint.directory else None
         if self.checkpointer is not None and config.checkpoint.save_on_sigterm:
             self.checkpointer.install_sigterm_handler()
@@ -45,7 +50,13 @@ class Trainer:
 
     @property
     def params(self) -> Any:
+        """The float32 master weights (donated to the next update: copy before keeping them)."""
         return self.state.params
+
+    def sampling_params(self) -> Any:
+        """A fresh copy of the policy for a sampler: unrolled layers, in the model's param dtype (e.g.
+        bfloat16 for a bfloat16 checkpoint), sharing no buffer with the train state."""
+        return self._sampling_copy(self.state.params)
 
     def layout(self, local_rows: int) -> BatchLayout:
         """The layout of the global batch made of every process's `local_rows` rows (equal on all)."""
@@ -101,8 +112,10 @@ class Trainer:
         return {k: v for k, v in items.items() if k not in self.OWN_JSON_ITEMS}
 
     def export_hf(self, path: str | os.PathLike, *, dtype: str | None = None) -> None:
-        """Writes the current policy as an HF Qwen2 checkpoint (config.json + safetensors)."""
-        save_hf_checkpoint(self.model_config.replace(remat=False), self.state.params, path, dtype=dtype)
+        """Writes the current policy as an HF Qwen2 checkpoint (config.json + safetensors); dtype defaults
+        to the model's param dtype (the float32 masters of a bfloat16 model are written as bfloat16)."""
+        save_hf_checkpoint(self.model_config.replace(remat=False), self.state.params, path,
+                           dtype=dtype or self.model_config.param_dtype)
 
     def close(self) -> None:
         if self.checkpointer is not None:
