@@ -85,7 +85,9 @@ def test_prompt_text_is_chat_template_plus_prefix(name, tiny_tokenizer):
     fmt = get_format(name)
     question = "What is the capital of France?"
     text = fmt.prompt_text(question, tiny_tokenizer)
-    assert text == chatml(fmt.system_prompt(), fmt.user_content(question)) + fmt.generation_prefix
+    # Search-R1 trains with instruction and question in one user turn: the template's default system.
+    system = "You are a helpful assistant." if name == "search_r1" else fmt.system_prompt()
+    assert text == chatml(system, fmt.user_content(question)) + fmt.generation_prefix
     assert fmt.generation_prefix == ("<think>" if name == "atom_searcher" else "")
     ids = tiny_tokenizer.encode(text, add_special_tokens=False)
     assert ids == tiny_tokenizer.encode(fmt.prompt_text(question, tiny_tokenizer), add_special_tokens=False)
@@ -172,8 +174,8 @@ def test_split_title_and_truncate():
 def test_render_results_exact_text():
     docs = [[DOC, {"id": "d2", "contents": '"Lyon"\nLyon is a city.'}]]
     assert get_format("search_r1").render_results(docs) == (
-        "\n\n<information>Doc 1(Title: Paris) Paris is the capital of France.\n"
-        "Doc 2(Title: Lyon) Lyon is a city.</information>\n\n"
+        '\n\n<information>Doc 1(Title: "Paris") Paris is the capital of France.\n'
+        'Doc 2(Title: "Lyon") Lyon is a city.</information>\n\n'
     )
     assert get_format("research").render_results(docs) == (
         ' <result>\n"Paris"\nParis is the capital of France.\n\n"Lyon"\nLyon is a city.\n</result>'
@@ -420,3 +422,13 @@ def test_plain_formats_thoughts_are_think_blocks(name):
     fmt = get_format(name)
     response = research_good() if name == "research" else search_r1_good()
     assert fmt.atomic_thoughts(response) == [AtomicThought("think", "find it", 0), AtomicThought("think", "it is Paris", 1)]
+
+
+def test_search_r1_prompt_layout_and_invalid_action_are_search_r1s():
+    fmt = get_format("search_r1")
+    (message,) = fmt.messages("who wrote hamlet? ")
+    assert message["role"] == "user"
+    assert message["content"] == fmt.system_prompt() + " Question: who wrote hamlet?\n"
+    assert fmt.render_invalid_call("empty search query").startswith("\nMy previous action is invalid. If I want to search")
+    assert get_format("research").render_invalid_call("empty search query") == get_format("research").render_failure(
+        "invalid tool call: empty search query")

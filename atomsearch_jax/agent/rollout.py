@@ -110,6 +110,7 @@ class RolloutRunner:
             segments += 1
             calls: dict[int, list[str]] = {}
             failures: dict[int, str] = {}
+            invalid: dict[int, str] = {}  # row -> why its tool call could not be parsed
             for row in view.stopped_rows():
                 if row >= rows or books[row].finished or row in pending:
                     continue
@@ -126,7 +127,7 @@ class RolloutRunner:
                     books[row].tool_calls += 1
                     if call is None:
                         books[row].invalid_tool_calls += 1
-                        failures[row] = f"invalid tool call: {why}"
+                        invalid[row] = why
                     elif call.tool == CODE_TOOL:
                         self._submit_code(row, call.arguments["code"], pending, failures, books[row])
                     elif self.retriever is None:
@@ -140,6 +141,7 @@ class RolloutRunner:
                 search_time += time.perf_counter() - t0
                 searches += len(calls)
             rendered.update({row: self.fmt.render_failure(msg) for row, msg in failures.items()})
+            rendered.update({row: self.fmt.render_invalid_call(why) for row, why in invalid.items()})
             if pending and not rendered and not view.live_rows():  # nothing can decode: wait for a result
                 concurrent.futures.wait(list(pending.values()), return_when=concurrent.futures.FIRST_COMPLETED)
             for row in [r for r, future in pending.items() if future.done()]:

@@ -187,6 +187,10 @@ class AgentFormat(abc.ABC):
     def render_failure(self, error: str) -> str:
         """Text inserted when the call failed (retrieval error or malformed call), neutralized, wrapped."""
 
+    def render_invalid_call(self, reason: str) -> str:
+        """Text inserted after a malformed tool call (`reason` says what was wrong)."""
+        return self.render_failure(f"invalid tool call: {reason}")
+
     def render_code_result(self, stdout: str, stderr: str, error: str | None) -> str:
         """Text inserted after a code-interpreter call (formats with a code tool override this)."""
         raise ValueError(f"the {self.name} format has no code interpreter tool")

@@ -17,8 +17,8 @@ from typing import Sequence
 
 from atomsearch_jax.formats.base import (
     FormatReport,
+    doc_contents,
     neutralize,
-    split_title_text,
     strip_trailing_specials,
     truncate_chars,
 )
@@ -35,6 +35,11 @@ PROMPTS: dict[str, str] = {
         "illustrations. For example, <answer> Beijing </answer>."
     ),
 }
+
+# Search-R1's generation.py, verbatim.
+INVALID_ACTION = ("\nMy previous action is invalid. If I want to search, I should put the query between <search> and "
+                  "</search>. If I want to give the final answer, I should put the answer between <answer> and "
+                  "</answer>. Let me try again.\n")
 
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _TAG = re.compile(r"(</?(?:think|search|information|answer)>)")
@@ -66,20 +71,33 @@ class SearchR1Format(SearchTagFormat):
     default_prompt_version = "search_r1_v1"
 
     def user_content(self, question: str) -> str:
-        return f"Question: {question.strip()}"
+        """Search-R1's `make_prefix`: the instruction, then " Question: {question}\\n", in one user turn."""
+        return f"{self.system_prompt()} Question: {question.strip()}\n"
+
+    def messages(self, question: str) -> list[dict[str, str]]:
+        """One user message holding the instruction and the question, as Search-R1 trains (no system
+        message of ours; the chat template adds its default one)."""
+        return [m for m in super().messages(question) if m["role"] == "user"]
 
     def render_results(self, results: Sequence[Sequence[dict]], *, max_chars_per_doc: int | None = None) -> str:
+        """Search-R1's `_passages2string`: per document `Doc {i}(Title: {first line}) {other lines}\\n` with
+        the title line verbatim (its quotes kept), the block stripped, wrapped in <information>."""
         lines = []
         for docs in results:
             for doc in docs:
-                title, text = split_title_text(doc)
+                title, _, text = doc_contents(doc).partition("\n")
                 text = truncate_chars(text, max_chars_per_doc)
-                lines.append(f"Doc {len(lines) + 1}(Title: {neutralize(title)}) {neutralize(text)}")
-        body = "\n".join(lines) if lines else "No results found."
+                lines.append(f"Doc {len(lines) + 1}(Title: {neutralize(title)}) {neutralize(text)}\n")
+        body = "".join(lines).strip() if lines else "No results found."
         return f"\n\n<information>{body}</information>\n\n"
 
     def render_failure(self, error: str) -> str:
         return f"\n\n<information>Search failed: {neutralize(error.strip())}</information>\n\n"
+
+    def render_invalid_call(self, reason: str) -> str:
+        """Search-R1's feedback after an action it cannot parse (the reason is not shown, as there)."""
+        del reason
+        return INVALID_ACTION
 
     def answer_body(self, answer: str) -> str:
         return answer
