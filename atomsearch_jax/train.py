@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from atomsearch_jax.agent import RolloutRunner, rollout_metrics, training_batch
-from atomsearch_jax.data import host_shard_options, pipeline_iterator, qa_pipeline, records_dataset
+from atomsearch_jax.data import host_shard_options, mixture_pipeline, pipeline_iterator, qa_pipeline, records_dataset
 from atomsearch_jax.data.sft_examples import pad_rows, teacher_sft_example
 from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
 from atomsearch_jax.distributed_flags import initialize_from_flags
@@ -158,6 +158,38 @@ def run_eval(runner: RolloutRunner, env: Environment, config, writer, step: int,
     return result.average
 
 
+def prompt_pipeline(config: ml_collections.ConfigDict, env: Environment):
+    """Batches of rl.prompts_per_step training questions: the data.mixture of the train records' sources
+    ("name:weight,...", e.g. DeepResearcher's "nq:1,triviaqa:1,hotpotqa:3,2wiki:3"), else all of them."""
+    batch_size, seed = config.rl.prompts_per_step, config.seed + 1
+    if not config.data.mixture:
+        return qa_pipeline(records_dataset(env.train_records), batch_size=batch_size, seed=seed,
+                           shard_options=GLOBAL_BATCHES)
+    weights = parse_mixture(config.data.mixture)
+    by_source = {name: [r for r in env.train_records if r.source == name] for name in weights}
+    empty = [name for name, records in by_source.items() if not records]
+    if empty:
+        raise ValueError(f"config.data.mixture names sources {empty} that no train record has "
+                         f"(sources: {sorted({r.source for r in env.train_records})})")
+    datasets = {name: records_dataset(records) for name, records in by_source.items()}
+    return mixture_pipeline(datasets, weights, batch_size=batch_size, seed=seed, shard_options=GLOBAL_BATCHES)
+
+
+def parse_mixture(spec: str) -> dict[str, float]:
+    """"nq:1,hotpotqa:3" -> {"nq": 1.0, "hotpotqa": 3.0}; a ValueError naming config.data.mixture otherwise."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, weight = part.partition(":")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = -1.0
+        if not value >= 0 or not name.strip():
+            raise ValueError(f"config.data.mixture={spec!r}: {part!r} is not name:weight with a weight >= 0")
+        weights[name.strip()] = value
+    return weights
+
+
 def make_reward_manager(cfg: ml_collections.ConfigDict, env: Environment) -> RewardManager:
     """The reward manager of `rl.reward` (see `atomsearch_jax.rl.config.reward_config`)."""
     reward = cfg.reward
@@ -198,8 +230,7 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
     trainer = GRPOTrainer(model_config, params, cfg, mesh=mesh, ref_params=params if cfg.loss.kl_coef > 0 else None)
     manager = make_reward_manager(cfg, env)
     monitor = FailureMonitor.from_config(cfg.failures)
-    iterator = pipeline_iterator(qa_pipeline(records_dataset(env.train_records), batch_size=cfg.prompts_per_step,
-                                             seed=config.seed + 1, shard_options=GLOBAL_BATCHES))
+    iterator = pipeline_iterator(prompt_pipeline(config, env))
     update = 0
     items = trainer.restore()
     if items:
@@ -223,10 +254,12 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
         metrics.update(monitor.metrics())
         metrics["step_time_s"] = time.perf_counter() - start
         writer.write(update, {f"rl/{k}": v for k, v in metrics.items()})
-        logging.info("GRPO update %d: reward %.3f (outcome %.3f, atr %.3f, alpha %.2f) f1 %.3f tool calls %.2f, %.1f s",
+        logging.info("GRPO update %d: reward %.3f (outcome %.3f, atr %.3f, alpha %.2f) f1 %.3f tool calls %.2f, "
+                     "clipped %.3f (dual %.3f), %.1f s",
                      update, metrics["reward/mean"], metrics.get("reward/outcome_mean", np.nan),
                      metrics.get("reward/atr_mean", np.nan), metrics.get("reward/alpha_mean", np.nan),
-                     metrics.get("reward/f1_mean", np.nan), metrics["rollout/tool_calls_mean"], metrics["step_time_s"])
+                     metrics.get("reward/f1_mean", np.nan), metrics["rollout/tool_calls_mean"],
+                     metrics["pg_clipfrac"], metrics.get("pg_clipfrac_lower", 0.0), metrics["step_time_s"])
         items = {"data_iterator": iterator.get_state(), "reward_schedule": {"step": update, "total": cfg.steps}}
         trainer.save(items, force=update == cfg.steps)
         if trainer.preemption_requested():

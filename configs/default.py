@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
         world_seed=0, world_scale=1.0,
         train_files="", eval_files="",    # comma-separated QA files (source=files), any load_qa_file format
         eval_size=0,                     # questions evaluated per eval set (0 = all; the papers use 512)
+        mixture="",                      # GRPO prompts: "source:weight,..." over the train records; "" = uniform
     ))
     c.search = ml_collections.ConfigDict(dict(
         retriever="",                    # "" = BM25 over the world corpus; else a make_retriever spec

@@ -36,6 +36,7 @@ class RolloutConfig:
     segment_steps: decode steps per jitted segment (the host checks stops between segments).
     max_tool_calls: tool calls allowed per trajectory (DeepResearcher: 10); one more ends the row.
     topk / max_chars_per_doc: retrieval depth and per-document budget of the rendered results.
+    max_observation_tokens: cap on each inserted result's tokens (Search-R1's max_obs_length); 0 = none.
     """
 
     max_response_tokens: int = 512
@@ -43,6 +44,7 @@ class RolloutConfig:
     max_tool_calls: int = 4
     topk: int = 3
     max_chars_per_doc: int | None = 400
+    max_observation_tokens: int = 0  # inserted tool-result tokens kept per call (Search-R1: 500); 0 = all
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -154,6 +156,8 @@ class RolloutRunner:
             lengths = view.lengths
             for row, text in rendered.items():
                 ids = self.tokenizer.encode(text, add_special_tokens=False)
+                if cfg.max_observation_tokens:  # Search-R1 cuts the tokenized observation, closing tag included
+                    ids = ids[: cfg.max_observation_tokens]
                 room = engine.max_len - int(lengths[row])
                 room = min(room, cfg.max_response_tokens - (int(lengths[row]) - len(prompts[row // n])))
                 if len(ids) >= room:  # no room to insert the results and still answer

@@ -145,8 +145,8 @@ def trajectory_example(record: TrajectoryRecord, fmt: Any, tokenizer: Any, *, sy
     if system_prompt not in ("format", "file"):
         raise ValueError(f"system_prompt must be 'format' or 'file', got {system_prompt!r}")
     messages = fmt.messages(record.question)
-    if system_prompt == "file" and record.system is not None:
-        messages[0] = {"role": "system", "content": record.system}
+    if system_prompt == "file" and record.system is not None:  # replaces the format's system turn, if any
+        messages = [{"role": "system", "content": record.system}] + [m for m in messages if m["role"] != "system"]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + fmt.generation_prefix
     return tokenize_segments(tokenizer, prompt, record.segments)
 

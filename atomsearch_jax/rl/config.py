@@ -33,6 +33,7 @@ def rollout_config() -> ml_collections.ConfigDict:
         max_response_tokens=512,    # per trajectory: tokens after the prompt (generated + inserted)
         segment_steps=128,          # decode steps per jitted segment
         max_tool_calls=4,
+        max_observation_tokens=0,   # tokens kept of each inserted tool result (Search-R1: 500); 0 = all
         temperature=1.0,            # > 0 (the papers: 1.0)
         top_p=1.0,                  # 1 = off
         top_k=0,                    # 0 = off

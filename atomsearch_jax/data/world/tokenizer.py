@@ -80,9 +80,8 @@ class _WordOverlapRetriever:
 
 def _chat_prefix(fmt, question: str) -> str:
     """The prompt as the chat template renders it (written out: the tokenizer does not exist yet)."""
-    system, user = fmt.messages(question)
-    return (f"<|im_start|>system\n{system['content']}<|im_end|>\n<|im_start|>user\n{user['content']}<|im_end|>\n"
-            f"<|im_start|>assistant\n{fmt.generation_prefix}")
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in fmt.messages(question))
+    return f"{turns}<|im_start|>assistant\n{fmt.generation_prefix}"
 
 
 def training_texts(world: World, format_names: Sequence[str] | None = None) -> Iterator[str]:
