@@ -204,3 +204,12 @@ def test_masked_positions_get_exactly_zero_gradient(mode):
     scored[:, :-1] = mask[:, 1:] > 0  # logits at t-1 score token t
     assert np.all(grad[~scored] == 0.0)
     assert np.all(np.isfinite(grad)) and np.abs(grad[scored]).sum() > 0
+
+
+def test_dr_grpo_normaliser_is_the_configured_max_response_length():
+    c = rl.get_config()
+    c.loss.agg_mode = "seq-mean-token-sum-norm"
+    c.rollout.max_response_tokens = 777
+    assert rl.GRPOSettings.from_config(c).loss_norm_length == 777   # not the batch's padded width
+    c.loss.loss_norm_length = 512
+    assert rl.GRPOSettings.from_config(c).loss_norm_length == 512
