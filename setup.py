@@ -37,6 +37,9 @@ setup(
             "torch>=2.4,<2.15",
             "rank_bm25>=0.2.2,<0.3",
         ],
+        # Benchmark peers (scripts/bench_generate.py, bench_search.py). google-tunix pins transformers and
+        # safetensors below this project's; scripts/install_peers.sh installs it into its own venv instead.
+        "peers": ["google-tunix==0.1.7", "numba>=0.60"],
         "cuda": ["jax[cuda12]>=0.6.0,<0.11"],
         "tpu": ["jax[tpu]>=0.6.0,<0.11"],
     },

@@ -1,95 +1,65 @@
-"""Generation throughput: the JAX engine vs HF transformers `generate`, with this machine's decode roofline.
+"""Generation throughput: the JAX engine vs HF transformers `generate` (dynamic and static cache) and Tunix's
+sampler, with this machine's decode roofline.
 
-Qwen2.5-0.5B-shaped model with random weights in float32 (one torch model, saved and loaded into JAX, so
-both run the same weights), 128-token random prompts, greedy, exactly --new_tokens new tokens (EOS
-ignored), batch 1 / 8 / 32. For each batch size:
-- whole call: tokens generated / wall time of one call (prefill included): `Sampler.generate` vs
-  `model.generate`;
-- decode loop: tokens after the first / time after the first token (HF: timed from its first
-  stopping-criteria call; ours: a separate `Engine.decode` of the remaining steps after a 1-step one);
-- roofline (decode steps/s): per step max(bytes of weights + attended KV cache / memory bandwidth,
-  FLOPs / float32 matmul rate), bandwidth and matmul rate measured in this run (a matrix-vector product
-  over a matrix as large as the model, a 2048^3 matmul; the faster of JAX and numpy for each).
+Qwen2.5-0.5B-shaped model with random weights in float32 (one torch model, saved as safetensors and loaded
+by every side, so all run the same weights), 128-token random prompts, greedy, exactly --new_tokens new
+tokens (EOS ignored), batch 1 / 8 / 32. Sides:
+- ours: `Sampler.generate` (whole call) and `Engine.decode` of the steps after the first (decode loop);
+- HF: `Qwen2ForCausalLM.generate`, attn_implementation="sdpa" (pinned, printed), its default dynamic
+  cache, and a second row with cache_implementation="static"; all cores or one thread, whichever is
+  faster in a short trial (under contention PyTorch's OpenMP threads can run slower than one thread);
+- Tunix (google-tunix, when importable: scripts/install_peers.sh, then run with that venv's python):
+  its `Sampler`'s prefill and decode programs on its Qwen2 loaded from the same checkpoint.
+Every side's greedy tokens must equal ours for every row, else the benchmark fails (exit status 1).
+Per batch size: whole call = tokens generated / wall time of one call (prefill included); decode = tokens
+after the first / time after the first token (HF: from its first stopping-criteria call). Timing:
+bench_util.alternate (one warm-up per side, --repeats rounds rotating the sides; medians, min-max).
+Roofline (decode steps/s): per step max(bytes of weights + attended KV cache / probed memory bandwidth,
+FLOPs / probed matmul rate), the probe of bench_util measured at the start of this run.
 Last line: RESULT generate b8_decode_tok_s=... hf_b8_decode_tok_s=... ratio=... b1_roofline_frac=...
-min_call_ratio=...
+min_call_ratio=... tunix_b8_decode_tok_s=... ratio_vs_tunix=...   (ratios of medians; Tunix 0 when not run)
 
     python scripts/bench_generate.py                 # 64 new tokens, batch 1, 8, 32
-    python scripts/bench_generate.py --quick         # 16 new tokens, batch 1 and 8
+    python scripts/bench_generate.py --quick         # 16 new tokens, batch 1 and 8, 2 repeats
 """
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 
 from absl import app, flags
 
+sys.path.insert(0, os.path.dirname(__file__))
+import tunix_peer  # noqa: E402
+from bench_util import MachineProbe, alternate, best_time, load_average, probe_machine, speedup  # noqa: E402
+
 flags.DEFINE_integer("new_tokens", 64, "Tokens generated per row.")
 flags.DEFINE_integer("prompt_len", 128, "Prompt tokens per row.")
 flags.DEFINE_list("batch", ["1", "8", "32"], "Batch sizes.")
-flags.DEFINE_integer("reps", 2, "Timed repetitions of each JAX measurement (the best is reported).")
-flags.DEFINE_integer("hf_reps", 2, "Timed repetitions of each HF measurement (the best is reported).")
-flags.DEFINE_bool("quick", False, "16 new tokens, batch 1 and 8, one repetition.")
+flags.DEFINE_integer("repeats", 5, "Timed alternated rounds per batch size (after one warm-up per side).")
+flags.DEFINE_bool("quick", False, "16 new tokens, batch 1 and 8, 2 rounds.")
+flags.DEFINE_bool("hf_static", True, "Also time HF with cache_implementation='static'.")
+flags.DEFINE_bool("tunix", True, "Time Tunix's sampler when google-tunix is importable.")
 flags.DEFINE_string("preset", "qwen2.5-0.5b", "Model shape.")
 flags.DEFINE_integer("max_len", 0, "Engine cache slots per row (0 = prompt_len + new_tokens); larger values "
                      "show the cost of a long cache (decode segments attend over a window of it).")
 FLAGS = flags.FLAGS
 
 
-def _best(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def measure_machine(weight_bytes: int, reps: int = 5) -> tuple[float, float]:
-    """(memory bandwidth bytes/s, float32 matmul FLOP/s), each the better of jitted JAX and numpy (BLAS).
-
-    Bandwidth: a matrix-vector product over a float32 matrix as large as the model's weights (a smaller
-    one can sit in this CPU's large last-level cache and overstate it). Matmul rate: a 2048^3 matmul.
-    """
-    import gc
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    cols = 8192
-    rows = max(1, weight_bytes // (4 * cols))
-    vec = np.ones((cols,), np.float32)
-    mat = np.ones((rows, cols), np.float32)
-    mv_s = _best(lambda: mat @ vec, reps)
-    del mat
-    gc.collect()
-    mat_j = jnp.ones((rows, cols), jnp.float32)
-    mv = jax.jit(lambda m, v: m @ v)
-    mv(mat_j, vec).block_until_ready()
-    mv_s = min(mv_s, _best(lambda: mv(mat_j, vec).block_until_ready(), reps))
-    del mat_j
-    k = 2048
-    sq = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (k, k), jnp.float32))
-    sq_j = jnp.asarray(sq)
-    mm = jax.jit(lambda x: x @ x)
-    mm(sq_j).block_until_ready()
-    mm_s = min(_best(lambda: mm(sq_j).block_until_ready(), reps), _best(lambda: sq @ sq, reps))
-    return rows * cols * 4 / mv_s, 2 * k ** 3 / mm_s
-
-
-def roofline_steps_per_s(cfg, batch: int, context: float, bandwidth: float, flops: float) -> float:
+def roofline_steps_per_s(cfg, batch: int, context: float, probe: MachineProbe) -> float:
     """Decode steps/s bound at `batch` rows attending to `context` cached tokens on average."""
     weights = cfg.num_params()  # embedding counted once: it is the (tied) LM head read every step
     kv = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.dims_per_head * context * batch
     step_bytes = 4 * (weights + kv)
     step_flops = 2 * weights * batch + 4 * batch * cfg.num_layers * cfg.num_heads * cfg.dims_per_head * context
-    return 1.0 / max(step_bytes / bandwidth, step_flops / flops)
+    return 1.0 / max(step_bytes / probe.bandwidth, step_flops / probe.matmul_flops)
 
 
 def build_models(preset: str, path: str):
-    """A random torch Qwen2 (float32) and the same weights loaded as JAX params."""
+    """A random torch Qwen2 (float32, sdpa attention) saved to `path`, and the same weights as JAX params."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -97,85 +67,105 @@ def build_models(preset: str, path: str):
 
     hf_config = Qwen2Config(**get_preset(preset).to_hf())
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(hf_config).to(torch.float32).eval()
-    model.save_pretrained(path, safe_serialization=True)
+    Qwen2ForCausalLM(hf_config).to(torch.float32).save_pretrained(path, safe_serialization=True)
+    model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
     cfg, params = load_hf_checkpoint(path)
     return model, cfg, params
 
 
-def hf_timings(model, prompts, new_tokens: int, reps: int) -> tuple[float, float, int, list[int]]:
-    """(whole-call seconds, decode-loop seconds after the first token, torch threads, row 0's new tokens)
-    of greedy HF generate, with the faster of all cores and one thread (under contention from other processes
-    PyTorch's OpenMP threads can run several times slower than one thread; HF gets the better one)."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
+class HFGreedy:
+    """HF `generate` greedy with exactly new_tokens tokens; times the call and the part after the first token."""
 
+    def __init__(self, model, prompts, new_tokens: int, cache_implementation: str | None):
+        import torch
+        self.torch, self.model, self.new_tokens = torch, model, new_tokens
+        self.ids = torch.as_tensor(prompts, dtype=torch.long)
+        self.extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+        self.tokens = None
+
+    def __call__(self) -> dict[str, float]:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        torch = self.torch
+
+        class Clock(StoppingCriteria):
+            first = None
+
+            def __call__(self, input_ids, scores, **kwargs):
+                if self.first is None:
+                    self.first = time.perf_counter()
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+        clock = Clock()
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = self.model.generate(self.ids, attention_mask=torch.ones_like(self.ids), do_sample=False,
+                                      max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens,
+                                      eos_token_id=None, pad_token_id=0,
+                                      stopping_criteria=StoppingCriteriaList([clock]), **self.extra)
+        end = time.perf_counter()
+        assert out.shape[1] == self.ids.shape[1] + self.new_tokens, out.shape
+        self.tokens = out[:, self.ids.shape[1]:].numpy()
+        return {"call": end - start, "decode": end - clock.first}
+
+
+def hf_threads(model, prompts) -> int:
+    """All cores or one thread, whichever runs a short greedy generate faster now (and set it)."""
+    import torch
     ids = torch.as_tensor(prompts, dtype=torch.long)
-    cores = os.cpu_count() or 1
     trial = {}
-    for threads in sorted({cores, 1}, reverse=True):  # short calls: warm-up and thread choice
+    for threads in sorted({os.cpu_count() or 1, 1}, reverse=True):
         torch.set_num_threads(threads)
         t = time.perf_counter()
         with torch.no_grad():
             model.generate(ids, do_sample=False, max_new_tokens=4, min_new_tokens=4, eos_token_id=None, pad_token_id=0)
         trial[threads] = time.perf_counter() - t
-    threads = min(trial, key=trial.get)
-    torch.set_num_threads(threads)
-
-    class Clock(StoppingCriteria):
-        def __init__(self):
-            self.first = None
-
-        def __call__(self, input_ids, scores, **kwargs):
-            if self.first is None:
-                self.first = time.perf_counter()
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
-
-    best_call, best_decode = float("inf"), float("inf")
-    for _ in range(reps):
-        clock = Clock()
-        t = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
-                                 min_new_tokens=new_tokens, eos_token_id=None, pad_token_id=0,
-                                 stopping_criteria=StoppingCriteriaList([clock]))
-        end = time.perf_counter()
-        assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
-        best_call, best_decode = min(best_call, end - t), min(best_decode, end - clock.first)
-    torch.set_num_threads(cores)
-    return best_call, best_decode, threads, out[0, ids.shape[1]:].tolist()
+    best = min(trial, key=trial.get)
+    torch.set_num_threads(best)
+    return best
 
 
-def jax_timings(sampler, prompts, new_tokens: int, reps: int) -> tuple[float, float, list[list[int]]]:
-    """(whole-call seconds of Sampler.generate, seconds of the decode steps after the first, tokens)."""
-    import jax
+class OursGreedy:
+    """`Sampler.generate` (whole call) and the engine's decode after a one-step decode (decode loop)."""
 
-    from atomsearch_jax.generate import sampling_arrays
+    def __init__(self, sampler, prompts, new_tokens: int):
+        from atomsearch_jax.generate import sampling_arrays
+        self.sampler, self.new_tokens = sampler, new_tokens
+        self.prompts = [list(map(int, p)) for p in prompts]
+        self.rows = sampler.engine.row_count(len(self.prompts))
+        self.greedy = sampling_arrays(self.rows, temperature=0.0)
+        self.no_eos = sampler.engine.stop_set(eos=False)
+        self.tokens = None
 
-    prompts = [list(map(int, p)) for p in prompts]
-    engine = sampler.engine
-    rows = engine.row_count(len(prompts))
-    greedy = sampling_arrays(rows, temperature=0.0)
-    no_eos = engine.stop_set(eos=False)
-
-    def call():
-        return sampler.generate(prompts, max_new_tokens=new_tokens, temperature=0.0, ignore_eos=True)
-
-    def decode_after_first():
-        state = engine.start(prompts, rows=rows, max_new_tokens=new_tokens)
-        state, _ = engine.decode(state, max_steps=1, sampling=greedy, stops=no_eos)
+    def _decode_after_first(self) -> float:
+        import jax
+        engine, n = self.sampler.engine, self.new_tokens
+        state = engine.start(self.prompts, rows=self.rows, max_new_tokens=n)
+        state, _ = engine.decode(state, max_steps=1, sampling=self.greedy, stops=self.no_eos)
         jax.block_until_ready(state.tokens)
         t = time.perf_counter()
-        state, view = engine.decode(state, max_steps=new_tokens - 1, sampling=greedy, stops=no_eos)
+        state, view = engine.decode(state, max_steps=n - 1, sampling=self.greedy, stops=self.no_eos)
         elapsed = time.perf_counter() - t  # decode() returns after copying the tokens to the host
-        assert (view.lengths[: len(prompts)] == len(prompts[0]) + new_tokens).all(), view.lengths
+        assert (view.lengths[: len(self.prompts)] == len(self.prompts[0]) + n).all(), view.lengths
         return elapsed
 
-    completions = call()  # warm-up: compiles every program for this batch size
-    decode_after_first()
-    call_s = _best(call, reps)
-    decode_s = min(decode_after_first() for _ in range(reps))
-    return call_s, decode_s, [c.tokens for c in completions]
+    def __call__(self) -> dict[str, float]:
+        import numpy as np
+        start = time.perf_counter()
+        completions = self.sampler.generate(self.prompts, max_new_tokens=self.new_tokens, temperature=0.0,
+                                            ignore_eos=True)
+        call = time.perf_counter() - start
+        self.tokens = np.asarray([c.tokens for c in completions])
+        return {"call": call, "decode": self._decode_after_first()}
+
+
+class TunixSide:
+    def __init__(self, peer, prompts, new_tokens: int):
+        self.peer, self.prompts, self.new_tokens = peer, prompts, new_tokens
+        self.tokens = None
+
+    def __call__(self) -> dict[str, float]:
+        times, self.tokens = self.peer.run(self.prompts, self.new_tokens)
+        return times
 
 
 def sampling_costs(vocab: int, batches: list[int], reps: int = 5) -> None:
@@ -190,8 +180,8 @@ def sampling_costs(vocab: int, batches: list[int], reps: int = 5) -> None:
              ("top-k 50", dict(temperature=1.0, top_k=50), 6.0),
              ("top-p 0.95 (peaked)", dict(temperature=1.0, top_p=0.95), 6.0),
              ("top-p 0.95 (flat)", dict(temperature=1.0, top_p=0.95), 4.0)]
-    print("sampling cost per decode step (ms; logits N(0, 6^2): the 0.95 nucleus holds ~20 tokens, within "
-          "the top-k candidates; N(0, 4^2): ~1250 tokens, found by threshold bisection):")
+    print("sampling cost per decode step (ms, best of 5; logits N(0, 6^2): the 0.95 nucleus holds ~20 tokens, "
+          "within the top-k candidates; N(0, 4^2): ~1250 tokens, found by threshold bisection):")
     print(" | ".join(f"{h:>20}" for h in ["mode"] + [f"batch {b}" for b in batches]))
     for name, params, scale in modes:
         cells = []
@@ -200,7 +190,7 @@ def sampling_costs(vocab: int, batches: list[int], reps: int = 5) -> None:
             keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(1), i))(jnp.arange(b))
             sp = sampling_arrays(b, **params)
             draw(logits, sp, keys)[0].block_until_ready()
-            cells.append(f"{1e3 * _best(lambda: draw(logits, sp, keys)[0].block_until_ready(), reps):.1f}")
+            cells.append(f"{1e3 * best_time(lambda: draw(logits, sp, keys)[0].block_until_ready(), reps):.1f}")
         print(" | ".join(f"{c:>20}" for c in [name] + cells), flush=True)
 
 
@@ -211,52 +201,77 @@ def main(argv):
     import torch
 
     from atomsearch_jax.generate import Sampler
-    from atomsearch_jax.model import get_preset
 
     new_tokens = 16 if FLAGS.quick else FLAGS.new_tokens
     batches = [1, 8] if FLAGS.quick else [int(b) for b in FLAGS.batch]
-    reps, hf_reps = (1, 1) if FLAGS.quick else (FLAGS.reps, FLAGS.hf_reps)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), load average {os.getloadavg()}")
-    bandwidth, flops = measure_machine(4 * get_preset(FLAGS.preset).num_params())
-    print(f"machine: memory bandwidth {bandwidth / 1e9:.1f} GB/s (matrix-vector over a model-sized matrix), "
-          f"float32 matmul {flops / 1e9:.1f} GFLOP/s")
+    repeats = 2 if FLAGS.quick else FLAGS.repeats
+    probe = probe_machine()
+    print(probe.line(), flush=True)
+    use_tunix = FLAGS.tunix and tunix_peer.available()
     path = tempfile.mkdtemp(prefix="bench_generate_")
+    max_len = FLAGS.max_len or FLAGS.prompt_len + new_tokens
     try:
         model, cfg, params = build_models(FLAGS.preset, path)
+        tunix = tunix_peer.TunixGreedy(path, cfg, FLAGS.prompt_len + new_tokens) if use_tunix else None
     finally:
         shutil.rmtree(path, ignore_errors=True)
-    max_len = FLAGS.max_len or FLAGS.prompt_len + new_tokens
+    tunix_note = (f"google-tunix {tunix_peer.version()}" if use_tunix else
+                  "Tunix not run (google-tunix not importable: scripts/install_peers.sh)" if FLAGS.tunix else
+                  "Tunix not run (--notunix)")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, HF attn_implementation="
+          f"{model.config._attn_implementation}; {tunix_note}")
     print(f"model {FLAGS.preset}: {cfg.num_params() / 1e6:.0f}M params, float32, prompt {FLAGS.prompt_len}, "
-          f"{new_tokens} new tokens, greedy, engine max_len {max_len}")
+          f"{new_tokens} new tokens, greedy, engine max_len {max_len}; {repeats} alternated rounds, medians "
+          f"(min-max)", flush=True)
     sampler = Sampler(cfg, params, max_len=max_len, segment_steps=new_tokens)
     rng = np.random.default_rng(0)
-    header = ("batch", "call tok/s", "HF call", "call x", "decode tok/s", "HF decode", "decode x",
-              "steps/s", "roofline", "frac", "HF threads")
-    print(" | ".join(f"{h:>12}" for h in header))
-    results = {}
+    results, rows, mismatches = {}, [], []
     for b in batches:
-        prompts = rng.integers(0, cfg.vocab_size, size=(b, FLAGS.prompt_len))
-        call_s, decode_s, ours = jax_timings(sampler, prompts, new_tokens, reps)
-        hf_call_s, hf_decode_s, hf_threads, hf_row0 = hf_timings(model, prompts, new_tokens, hf_reps)
-        same = hf_row0 == ours[0]
-        steps_s = (new_tokens - 1) / decode_s
-        roof = roofline_steps_per_s(cfg, b, FLAGS.prompt_len + new_tokens / 2, bandwidth, flops)
-        r = dict(call=b * new_tokens / call_s, hf_call=b * new_tokens / hf_call_s, decode=b * steps_s,
-                 hf_decode=b * (new_tokens - 1) / hf_decode_s, steps=steps_s, roof=roof)
+        prompts = rng.integers(0, cfg.vocab_size - 1, size=(b, FLAGS.prompt_len))  # last id: Tunix's pad
+        threads = hf_threads(model, prompts)
+        sides = {"ours": OursGreedy(sampler, prompts, new_tokens), "HF": HFGreedy(model, prompts, new_tokens, None)}
+        if FLAGS.hf_static:
+            sides["HF static"] = HFGreedy(model, prompts, new_tokens, "static")
+        if tunix is not None:
+            sides["Tunix"] = TunixSide(tunix, prompts, new_tokens)
+        timings = alternate(sides, repeats=repeats)
+        ours = timings["ours"]
+        r = {"ours": ours, "peers": {}}
+        for name, side in sides.items():
+            if name != "ours" and not np.array_equal(side.tokens, sides["ours"].tokens):
+                rows_off = int((side.tokens != sides["ours"].tokens).any(1).sum())
+                mismatches.append(f"batch {b}: {name} differs from ours in {rows_off} of {b} rows")
+            if name != "ours":
+                r["peers"][name] = timings[name]
+        steps_s = (new_tokens - 1) / ours["decode"].median
+        r["roof"] = roofline_steps_per_s(cfg, b, FLAGS.prompt_len + new_tokens / 2, probe)
+        r["steps"] = steps_s
         results[b] = r
-        print(" | ".join(f"{v:>12}" for v in (
-            b, f"{r['call']:.1f}", f"{r['hf_call']:.1f}", f"{r['call'] / r['hf_call']:.2f}", f"{r['decode']:.1f}",
-            f"{r['hf_decode']:.1f}", f"{r['decode'] / r['hf_decode']:.2f}", f"{steps_s:.2f}", f"{roof:.2f}",
-            f"{steps_s / roof:.2f}", hf_threads)) + ("" if same else "   (row 0 differs from HF greedy!)"), flush=True)
+        n_call, n_dec = b * new_tokens, b * (new_tokens - 1)
+        rows.append(f"batch {b} (HF threads {threads}): ours call {ours['call'].spread(n_call, 'tok/s')}, decode "
+                    f"{ours['decode'].spread(n_dec, 'tok/s')}; {steps_s:.2f} steps/s = {steps_s / r['roof']:.2f} of "
+                    f"the roofline {r['roof']:.2f}")
+        for name, t in r["peers"].items():
+            rows.append(f"    {name:>9}: call {t['call'].spread(n_call, 'tok/s')} (ours x"
+                        f"{speedup(ours['call'], t['call']):.2f}), decode {t['decode'].spread(n_dec, 'tok/s')} "
+                        f"(ours x{speedup(ours['decode'], t['decode']):.2f})")
+        print("\n".join(rows[-1 - len(r["peers"]):]), flush=True)
+    print("greedy tokens: " + ("every side equals ours in every row" if not mismatches else "; ".join(mismatches)))
     sampling_costs(cfg.vocab_size, batches)
     ref = results[8] if 8 in results else results[batches[-1]]
     b1 = results[1] if 1 in results else results[batches[0]]
-    min_call = min(r["call"] / r["hf_call"] for r in results.values())
-    print(f"load average at the end {os.getloadavg()}")
-    print(f"RESULT generate b8_decode_tok_s={ref['decode']:.1f} hf_b8_decode_tok_s={ref['hf_decode']:.1f} "
-          f"ratio={ref['decode'] / ref['hf_decode']:.2f} b1_roofline_frac={b1['steps'] / b1['roof']:.2f} "
-          f"min_call_ratio={min_call:.2f}")
+    n8 = (8 if 8 in results else batches[-1]) * (new_tokens - 1)
+    min_call = min(speedup(r["ours"]["call"], r["peers"]["HF"]["call"]) for r in results.values())
+    tunix8 = ref["peers"].get("Tunix")
+    print(f"load average at the end {load_average()}")
+    print(f"RESULT generate b8_decode_tok_s={n8 / ref['ours']['decode'].median:.1f} "
+          f"hf_b8_decode_tok_s={n8 / ref['peers']['HF']['decode'].median:.1f} "
+          f"ratio={speedup(ref['ours']['decode'], ref['peers']['HF']['decode']):.2f} "
+          f"b1_roofline_frac={b1['steps'] / b1['roof']:.2f} min_call_ratio={min_call:.2f} "
+          f"tunix_b8_decode_tok_s={n8 / tunix8['decode'].median if tunix8 else 0:.1f} "
+          f"ratio_vs_tunix={speedup(ref['ours']['decode'], tunix8['decode']) if tunix8 else 0:.2f}")
+    if mismatches:
+        sys.exit("greedy tokens differ between sides: " + "; ".join(mismatches))
 
 
 if __name__ == "__main__":

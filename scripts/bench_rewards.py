@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_util import best_time, print_table  # noqa: E402
+from bench_util import best_time, print_table, probe_machine  # noqa: E402
 
 from atomsearch_jax.formats import AtomicThought, get_format  # noqa: E402
 from atomsearch_jax.rewards import FunctionJudge, GradeRequest, HttpJudge, RewardInput, RewardManager  # noqa: E402
@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--error-rate", type=float, default=0.2)
     args = ap.parse_args()
     random.seed(0)
+    print(probe_machine().line(), flush=True)
 
     batch = synthetic_batch(args.batch)
     manager = RewardManager(get_format("atom_searcher"), judge=FunctionJudge(lambda q, t, g: [0.7] * len(t)),

@@ -1,18 +1,28 @@
-"""Search throughput: in-process batched BM25, the HTTP server under concurrent loopback clients, and a
-plain rank_bm25 baseline, over the corpus built from all shared paragraph-carrying QA samples.
+"""Search: in-process BM25 against bm25s `retrieve` and rank_bm25, and the HTTP server under concurrent clients,
+over the corpus built from all shared paragraph-carrying QA samples.
 
-  python scripts/bench_search.py [--shared_data=../shared/data] [--clients=16]
+  python scripts/bench_search.py [--shared_data=../shared/data] [--clients=16] [--repeats=5]
 
-Queries are the questions of those files. Every phase is bounded in count and in time. The server runs
-as a separate process (python -m atomsearch_jax.serve_retriever on an ephemeral loopback port); each
-client thread uses its own HttpRetriever (keep-alive session). Every answer is checked against the
-in-process result for the same query: errors = failed queries + answers that differ. rank_bm25 gets the
-same analysed terms (same stemmer and stopwords) and the same top-k work, one query at a time, which is
-how it is used. ratio_vs_rank_bm25 = in-process qps / rank_bm25 qps. Ends with one RESULT line.
+Queries are the distinct questions of those files. Peers, on the same corpus, the same analysed terms
+(same stemmer and stopwords) and the same k:
+- bm25s `BM25.retrieve` on the very index we search (loaded from the same directory), with its fastest
+  backend that is installed here (numba when importable, else numpy; printed); its top-k is checked
+  equal to ours (same scores, same documents up to ties at the k-th score) for every query before timing;
+- rank_bm25 `BM25Okapi.get_scores` + argsort, one query at a time (its only mode).
+Rows: single-query latency (one query per call; p50/p99 over every call of every round) and batched
+throughput (--batch_size queries per call over all questions). Timing: bench_util.alternate (warm-up,
+--repeats rounds alternating the sides, medians). The server runs as a separate process (python -m
+atomsearch_jax.serve_retriever on an ephemeral loopback port); each client thread uses its own
+HttpRetriever (keep-alive session); every answer is checked against the in-process result for the same
+query: errors = failed queries + answers that differ.
+Last line: RESULT search inproc_qps=… server_qps=… p99_ms=… errors=… ratio_vs_rank_bm25=… ratio_vs_bm25s=…
+single_p50_ms=…   (inproc_qps: batched median; ratio_vs_bm25s: batched, ratio of medians;
+ratio_vs_rank_bm25: our batched qps / rank_bm25's qps; single_p50_ms: ours, one query per call)
 """
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import pathlib
 import subprocess
 import sys
@@ -23,6 +33,9 @@ import time
 import numpy as np
 from absl import app, flags
 
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_util import alternate, load_average, probe_machine, speedup  # noqa: E402
+
 from atomsearch_jax.search.bm25 import BM25Index, BM25Retriever, keep_jax_on_cpu
 from atomsearch_jax.search.corpus_builder import CorpusBuilder, read_qa_paragraphs
 from atomsearch_jax.search.http_client import HttpRetriever
@@ -32,13 +45,13 @@ flags.DEFINE_string("shared_data", str(pathlib.Path(__file__).resolve().parents[
                     "Directory holding the shared QA samples.")
 flags.DEFINE_integer("topk", 10, "Documents per query.")
 flags.DEFINE_integer("batch_size", 64, "Queries per in-process search call.")
-flags.DEFINE_integer("inproc_queries", 20000, "Queries for the in-process phase (cycled).")
+flags.DEFINE_integer("repeats", 5, "Timed alternated rounds of the in-process phases.")
+flags.DEFINE_integer("single_queries", 200, "Queries per round of the single-query phase.")
 flags.DEFINE_integer("clients", 16, "Concurrent HTTP clients.")
 flags.DEFINE_integer("requests_per_client", 300, "Requests each client sends at most.")
 flags.DEFINE_integer("queries_per_request", 1, "Queries in each HTTP request.")
 flags.DEFINE_enum("protocol", "searchr1", ["searchr1", "flashrag"], "API the clients use.")
-flags.DEFINE_integer("rank_bm25_queries", 300, "Queries for the rank_bm25 baseline at most.")
-flags.DEFINE_float("max_seconds", 60.0, "Time bound of each phase.")
+flags.DEFINE_float("max_seconds", 60.0, "Time bound of the server phase.")
 
 PARAGRAPH_FILES = ("hotpotqa/hotpot_dev_distractor_sample200.jsonl", "hotpotqa/hotpot_dev_distractor_v1_first53.json",
                    "hotpotqa/ircot_hotpotqa_dev_subsampled500.jsonl", "2wikimultihopqa/2wiki_dev_sample164.jsonl",
@@ -54,28 +67,87 @@ def corpus_and_questions(root: pathlib.Path) -> tuple[list[dict], list[str]]:
     return builder.documents, list(dict.fromkeys(questions))
 
 
-def bench_inproc(retriever: BM25Retriever, questions: list[str]) -> tuple[int, float]:
-    retriever.search(questions[:FLAGS.batch_size], FLAGS.topk)  # warm-up
-    done, start = 0, time.perf_counter()
-    while done < FLAGS.inproc_queries and time.perf_counter() - start < FLAGS.max_seconds:
-        first = done % len(questions)
-        batch = questions[first:first + FLAGS.batch_size]
-        retriever.search(batch, FLAGS.topk)
-        done += len(batch)
-    return done, time.perf_counter() - start
+def bm25s_peer(index_dir: pathlib.Path):
+    """bm25s' own retriever over the saved index, with numba when it imports (its fastest CPU backend)."""
+    import bm25s  # noqa: PLC0415
+    try:
+        import numba  # noqa: F401,PLC0415
+        backend = "numba"
+    except ImportError:
+        backend = "numpy"
+    model = bm25s.BM25.load(index_dir, mmap=True, show_progress=False)
+    model.backend = backend
+    if backend == "numba":
+        model.activate_numba_scorer()
+    return model, backend
 
 
-def bench_rank_bm25(index: BM25Index, docs: list[dict], questions: list[str]) -> tuple[int, float]:
+def topk_mismatches(ours: list[tuple[np.ndarray, np.ndarray]], peer_ids: np.ndarray, peer_scores: np.ndarray) -> int:
+    """Queries whose top-k differ: scores not equal (rel. 1e-4), or different documents above the k-th score.
+
+    bm25s fills rows with zero-score documents when fewer than k match; ours returns matching ones only."""
+    bad = 0
+    for (rows, scores), p_ids, p_scores in zip(ours, peer_ids, peer_scores):
+        keep = p_scores > 0
+        p_ids, p_scores = p_ids[keep], p_scores[keep]
+        order = np.argsort(-p_scores, kind="stable")
+        p_ids, p_scores = p_ids[order], p_scores[order]
+        if len(p_scores) != len(scores) or not np.allclose(p_scores, scores, rtol=1e-4, atol=1e-6):
+            bad += 1
+            continue
+        if len(scores):
+            above = scores > scores[-1] * (1 + 1e-4)
+            if set(rows[above].tolist()) != set(p_ids[above].tolist()):
+                bad += 1
+    return bad
+
+
+def in_process_timings(index: BM25Index, peer, questions: list[str]) -> tuple[dict, dict]:
+    """Alternated single-query and batched rounds of ours, bm25s and rank_bm25.
+
+    Returns ({side: Timing of a batched round}, {side: per-call latencies in ms of the single-query rounds})."""
     from rank_bm25 import BM25Okapi  # noqa: PLC0415  (test extra; only the baseline needs it)
-    analyse = index._analyzer.terms
-    baseline = BM25Okapi(analyse([d["contents"] for d in docs]))
-    done, start = 0, time.perf_counter()
-    while done < FLAGS.rank_bm25_queries and time.perf_counter() - start < FLAGS.max_seconds:
-        scores = baseline.get_scores(analyse([questions[done % len(questions)]])[0])
-        top = np.argsort(scores)[::-1][:FLAGS.topk]
-        _ = [docs[i] for i in top]
-        done += 1
-    return done, time.perf_counter() - start
+    analyse, k, size = index._analyzer.terms, FLAGS.topk, FLAGS.batch_size
+    rank = BM25Okapi(analyse([index.store[i]["contents"] for i in range(index.num_docs)]))
+    batches = [questions[i:i + size] for i in range(0, len(questions), size)]
+    singles = questions[:FLAGS.single_queries]
+    lat: dict[str, list[float]] = {"ours": [], "bm25s": [], "rank_bm25": []}
+
+    def ours_one(q: str) -> None:
+        index.search([q], k)
+
+    def bm25s_one(q: str) -> None:
+        peer.retrieve(analyse([q]), k=k, n_threads=0, show_progress=False)
+
+    def rank_one(q: str) -> None:
+        scores = rank.get_scores(analyse([q])[0])
+        np.argsort(scores)[::-1][:k]
+
+    def single_round(name: str, one) -> float:
+        start = time.perf_counter()
+        for q in singles:
+            t = time.perf_counter()
+            one(q)
+            lat[name].append(1000 * (time.perf_counter() - t))
+        return time.perf_counter() - start
+
+    threads = os.cpu_count() or 1
+
+    def batched(search) -> float:
+        start = time.perf_counter()
+        for batch in batches:
+            search(batch)
+        return time.perf_counter() - start
+
+    single = alternate({"ours": lambda: single_round("ours", ours_one),
+                        "bm25s": lambda: single_round("bm25s", bm25s_one),
+                        "rank_bm25": lambda: single_round("rank_bm25", rank_one)}, repeats=FLAGS.repeats, warmup=0)
+    del single
+    batch = alternate({"ours": lambda: batched(lambda b: index.search(b, k)),
+                       "bm25s": lambda: batched(lambda b: peer.retrieve(analyse(b), k=k, n_threads=threads,
+                                                                        show_progress=False))},
+                      repeats=FLAGS.repeats)
+    return {name: t["s"] for name, t in batch.items()}, lat
 
 
 def start_server(index_dir: pathlib.Path, workdir: pathlib.Path) -> tuple[subprocess.Popen, str]:
@@ -130,33 +202,62 @@ def main(argv: list[str]) -> None:
     root = pathlib.Path(FLAGS.shared_data)
     if not root.is_dir():
         sys.exit(f"shared data not found at {root} (pass --shared_data)")
+    probe = probe_machine()
+    print(probe.line(), flush=True)
     docs, questions = corpus_and_questions(root)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp)
         BM25Index.build(docs).save(workdir / "index")
         index = BM25Index.load(workdir / "index", mmap=True)  # what the server loads
+        peer, backend = bm25s_peer(workdir / "index")
+        ours = index.search(questions, FLAGS.topk)
+        peer_ids, peer_scores = peer.retrieve(index._analyzer.terms(questions), k=FLAGS.topk, show_progress=False)
+        bad = topk_mismatches(ours, np.asarray(peer_ids), np.asarray(peer_scores))
+        if bad:
+            sys.exit(f"top-{FLAGS.topk} of {bad} of {len(questions)} queries differ from bm25s retrieve")
         retriever = BM25Retriever(index)
         expected = {q: [d["id"] for d in r.docs] for q, r in zip(questions, retriever.search(questions, FLAGS.topk))}
-        n_in, t_in = bench_inproc(retriever, questions)
-        n_rb, t_rb = bench_rank_bm25(index, docs, questions)
+        batched, latencies = in_process_timings(index, peer, questions)
         proc, url = start_server(workdir / "index", workdir)
         try:
             server = bench_server(url, questions, expected)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    inproc_qps, rank_qps, server_qps = n_in / t_in, n_rb / t_rb, server["queries"] / server["seconds"]
-    print(f"corpus: {len(docs)} paragraphs from {len(PARAGRAPH_FILES)} shared files; {len(questions)} distinct "
-          f"questions as queries; top-{FLAGS.topk}")
-    print("| backend | queries | seconds | queries/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| rank_bm25 BM25Okapi (one query per call) | {n_rb} | {t_rb:.2f} | {rank_qps:.1f} | | | |")
-    print(f"| bm25s in-process (batches of {FLAGS.batch_size}) | {n_in} | {t_in:.2f} | {inproc_qps:.1f} | | | |")
+    n = len(questions)
+    qps = {name: n / t.median for name, t in batched.items()}
+    single = {name: (float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), 1000 / float(np.mean(ms)))
+              for name, ms in latencies.items()}
+    server_qps = server["queries"] / server["seconds"]
+    ratio_bm25s = speedup(batched["ours"], batched["bm25s"])
+    ratio_rank = qps["ours"] / single["rank_bm25"][2]
+    print(f"corpus: {len(docs)} paragraphs from {len(PARAGRAPH_FILES)} shared files; {n} distinct questions as "
+          f"queries (all {n} agree with bm25s' top-{FLAGS.topk}); top-{FLAGS.topk}; bm25s {bm25s_version()} "
+          f"backend {backend}; {FLAGS.repeats} alternated rounds")
+    print("| backend | mode | queries/s median (min-max) | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    names = {"ours": "ours (BM25Index.search)", "bm25s": f"bm25s BM25.retrieve ({backend})",
+             "rank_bm25": "rank_bm25 BM25Okapi"}
+    for name in ("ours", "bm25s", "rank_bm25"):
+        p50, p99, rate = single[name]
+        print(f"| {names[name]} | 1 query per call, {FLAGS.single_queries} calls x {FLAGS.repeats} | {rate:.1f} "
+              f"| {p50:.2f} | {p99:.2f} | |")
+    for name, t in batched.items():
+        extra = f", {os.cpu_count()} threads" if name == "bm25s" else ""
+        print(f"| {names[name]} | batches of {FLAGS.batch_size}{extra}, {n} queries x {FLAGS.repeats} | "
+              f"{t.spread(n, 'q/s')} | | | |")
     print(f"| HTTP server, {FLAGS.clients} clients x {FLAGS.queries_per_request} query/request ({FLAGS.protocol})"
-          f" | {server['queries']} | {server['seconds']:.2f} | {server_qps:.1f} | {server['p50']:.2f} | "
+          f" | {server['queries']} queries in {server['seconds']:.2f} s | {server_qps:.1f} | {server['p50']:.2f} | "
           f"{server['p99']:.2f} | {server['errors']} |")
-    print(f"RESULT search inproc_qps={inproc_qps:.1f} server_qps={server_qps:.1f} p99_ms={server['p99']:.2f} "
-          f"errors={server['errors']} ratio_vs_rank_bm25={inproc_qps / rank_qps:.1f}")
+    print(f"load average at the end {load_average()}")
+    print(f"RESULT search inproc_qps={qps['ours']:.1f} server_qps={server_qps:.1f} p99_ms={server['p99']:.2f} "
+          f"errors={server['errors']} ratio_vs_rank_bm25={ratio_rank:.1f} ratio_vs_bm25s={ratio_bm25s:.2f} "
+          f"single_p50_ms={single['ours'][0]:.2f}")
+
+
+def bm25s_version() -> str:
+    import bm25s  # noqa: PLC0415
+    return bm25s.__version__
 
 
 if __name__ == "__main__":

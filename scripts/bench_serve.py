@@ -22,7 +22,7 @@ import time
 
 from absl import app, flags
 
-from bench_util import print_table
+from bench_util import print_table, probe_machine
 
 flags.DEFINE_list("concurrency", ["1", "8", "32"], "Client threads sending requests at once.")
 flags.DEFINE_integer("requests", 64, "Timed requests per concurrency level.")
@@ -94,6 +94,7 @@ def run_clients(url: str, conversations: list[list[dict]], concurrency: int) -> 
 def main(argv: list[str]) -> None:
     del argv
     from atomsearch_jax.serving import ChatServer, build_service
+    print(probe_machine().line(), flush=True)
 
     levels = [1, 8] if FLAGS.quick else [int(c) for c in FLAGS.concurrency]
     n_requests = 16 if FLAGS.quick else FLAGS.requests

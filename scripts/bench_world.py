@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_util import best_time, print_table  # noqa: E402
+from bench_util import best_time, print_table, probe_machine  # noqa: E402
 
 from atomsearch_jax.data.world import build_world, scaled_config  # noqa: E402
 from atomsearch_jax.data.world.measure import teacher_query_hit_rate, token_lengths  # noqa: E402
@@ -55,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 3.0, 10.0])
     args = parser.parse_args()
+    print(probe_machine().line(), flush=True)
 
     rows = [world_row(scale) for scale in args.scales]
     print_table(["scale", "docs", "questions", "build s", "bm25 index s", "hit@1", "hit@3", "teacher traj/s",

@@ -36,7 +36,7 @@ def test_mesh_matches_one_device(sampling):
     np.testing.assert_allclose(sharded.logprobs, single.logprobs, atol=1e-5)
     np.testing.assert_allclose(sharded_logits, single_logits, rtol=1e-5, atol=1e-5)
     # Rows over (data, fsdp), KV heads over tensor; weights tensor-parallel but not split over fsdp.
-    assert state.cache[0]["k"].sharding.spec == PartitionSpec(("data", "fsdp"), None, "tensor", None)
+    assert state.cache[0]["k"].sharding.spec == PartitionSpec(("data", "fsdp"), "tensor", None, None)
     assert state.tokens.sharding.spec == PartitionSpec(("data", "fsdp"), None)
     q = engine.params["layers_0"]["attn"]["q"]["kernel"].sharding.spec
     assert "fsdp" not in jax.tree_util.tree_leaves(tuple(q)) and "tensor" in tuple(q)

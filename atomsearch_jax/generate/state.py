@@ -53,7 +53,7 @@ class DecodeState:
     stop_index [B] int32: which stop string ended the row (-1 when not STOP).
     keys [B, 2] uint32: per-row PRNG keys; the token at slot p is drawn with fold_in(keys[b], p), so a
       row's samples do not depend on how decoding was split into segments or batched.
-    cache: the model's KV cache (per layer {"k", "v"}: [B, S, K, D]).
+    cache: the model's KV cache (per layer {"k", "v"}: [B, K, S, D]).
     """
 
     tokens: Array
@@ -85,9 +85,9 @@ def batch_spec(ndim: int) -> PartitionSpec:
 
 
 def cache_spec(config: ModelConfig, mesh: Mesh) -> PartitionSpec:
-    """KV cache [B, S, K, D]: rows over (data, fsdp); KV heads over tensor when they divide evenly."""
+    """KV cache [B, K, S, D]: rows over (data, fsdp); KV heads over tensor when they divide evenly."""
     heads = "tensor" if config.num_kv_heads % mesh.shape["tensor"] == 0 else None
-    return PartitionSpec(BATCH_AXES, None, heads, None)
+    return PartitionSpec(BATCH_AXES, heads, None, None)
 
 
 def state_shardings(config: ModelConfig, mesh: Mesh) -> DecodeState:

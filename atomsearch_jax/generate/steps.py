@@ -50,8 +50,8 @@ def prefill(setup: ModelSetup, params: Any, prompts: Array, prompt_lengths: Arra
     b = row_source.shape[0]
     _, prompt_cache = setup.forward(params, prompts, init_cache(cfg, p, t), jnp.zeros((p,), jnp.int32))
 
-    def widen(small: Array) -> Array:  # [P, T, K, D] -> [B, S, K, D]
-        big = jnp.zeros((b, max_len) + small.shape[2:], small.dtype)
+    def widen(small: Array) -> Array:  # [P, K, T, D] -> [B, K, S, D]
+        big = jnp.zeros((b, small.shape[1], max_len, small.shape[3]), small.dtype)
         return jax.lax.dynamic_update_slice(big, small[row_source], (0, 0, 0, 0))
 
     cache = jax.tree_util.tree_map(widen, prompt_cache)
@@ -124,10 +124,10 @@ def decode_segment(setup: ModelSetup, params: Any, state: DecodeState, sampling:
     if window >= state.max_len:
         return loop(state)
     inside = state.lengths <= window
-    out = loop(state.replace(cache=jax.tree_util.tree_map(lambda c: c[:, :window], state.cache)))
+    out = loop(state.replace(cache=jax.tree_util.tree_map(lambda c: c[:, :, :window], state.cache)))
 
     def write_back(full: Array, part: Array) -> Array:
-        keep = jnp.where(inside[:, None, None, None], part, full[:, :window])
+        keep = jnp.where(inside[:, None, None, None], part, full[:, :, :window])
         return jax.lax.dynamic_update_slice(full, keep, (0, 0, 0, 0))
 
     return out.replace(cache=jax.tree_util.tree_map(write_back, state.cache, out.cache))

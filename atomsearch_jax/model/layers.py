@@ -66,12 +66,17 @@ def rotary_embedding(x: Array, positions: Array, theta: float) -> Array:
 
 
 def write_cache(cache: Array, new: Array, index: Array) -> Array:
-    """Writes new [B, T, K, D] into cache [B, S, K, D] at each row's own slot index [B]."""
-    return jax.vmap(lambda c, n, i: jax.lax.dynamic_update_slice(c, n, (i, 0, 0)))(cache, new, index)
+    """Writes new [B, K, T, D] into cache [B, K, S, D] at each row's own slot index [B]."""
+    return jax.vmap(lambda c, n, i: jax.lax.dynamic_update_slice(c, n, (0, i, 0)))(cache, new, index)
 
 
 class Projection(nn.Module):
-    """y = einsum(spec, x, kernel) (+ bias): a dense layer over named multi-dimensional axes."""
+    """y = einsum(spec, x, kernel) (+ bias): a dense layer over named multi-dimensional axes.
+
+    flat: the spec contracts x's trailing dims with all kernel dims but the last (like "bthd,hde->bte");
+    it is then computed as one 2-D matmul over the flattened dims. As an einsum over two contracting
+    dims, XLA CPU transposed the whole kernel on every call (a weight-sized copy per decode step).
+    """
 
     cfg: ModelConfig
     spec: str
@@ -79,11 +84,17 @@ class Projection(nn.Module):
     kernel_axes: tuple[str | None, ...]
     bias_shape: tuple[int, ...] | None = None
     bias_axes: tuple[str | None, ...] | None = None
+    flat: bool = False
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = _param(self, "kernel", nn.initializers.normal(0.02), self.kernel_shape, self.kernel_axes, self.cfg)
-        y = jnp.einsum(self.spec, x, kernel.astype(x.dtype))
+        kernel = kernel.astype(x.dtype)
+        if self.flat:
+            n = kernel.ndim - 1
+            y = x.reshape(*x.shape[:-n], -1) @ kernel.reshape(-1, kernel.shape[-1])
+        else:
+            y = jnp.einsum(self.spec, x, kernel)
         if self.bias_shape is not None:
             y = y + _param(self, "bias", nn.initializers.zeros, self.bias_shape, self.bias_axes, self.cfg).astype(x.dtype)
         return y
@@ -98,8 +109,11 @@ class Attention(nn.Module):
                  cache_index: Array | None) -> tuple[Array, dict | None]:
         """x [B, T, E], positions [B, T]; mask [B, T, S'] (True = may attend), S' = S with a cache else T.
 
-        With a cache ({"k", "v"}: [B, S, K, D]) the new keys/values are first written at slots
-        cache_index[b] .. cache_index[b] + T - 1, then attention runs over all S slots.
+        With a cache ({"k", "v"}: [B, K, S, D]) the new keys/values are first written at slots
+        cache_index[b] .. cache_index[b] + T - 1, then attention runs over all S slots. Keys and values
+        are laid out heads-major ([B, K, S, D]) so both attention matmuls read the cache as stored
+        (batch dims B, K leading); with [B, S, K, D] XLA CPU copied the whole cache into that order in
+        every layer of every decode step.
         Returns (output [B, T, E], updated cache or None).
         """
         cfg, c = self.cfg, self.constrain
@@ -116,6 +130,7 @@ class Attention(nn.Module):
         q = c(rotary_embedding(q, positions, cfg.rope_theta), ("batch", "length", "act_heads", "head_dim"))
         k = c(rotary_embedding(k, positions, cfg.rope_theta), ("batch", "length", "act_kv_heads", "head_dim"))
         v = c(v, ("batch", "length", "act_kv_heads", "head_dim"))
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, D]
         if cache is not None:
             k_all = write_cache(cache["k"], k.astype(cache["k"].dtype), cache_index)
             v_all = write_cache(cache["v"], v.astype(cache["v"].dtype), cache_index)
@@ -123,12 +138,12 @@ class Attention(nn.Module):
             k, v = k_all.astype(x.dtype), v_all.astype(x.dtype)
         b, t = x.shape[:2]
         qg = q.reshape(b, t, kv, h // kv, d)
-        scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
+        scores = jnp.einsum("btkgd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
         scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, d)
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, h, d)
         out = c(out, ("batch", "length", "act_heads", "head_dim"))
-        out = Projection(cfg, "bthd,hde->bte", (h, d, e), ("heads", "head_dim", "embed"), name="o")(out)
+        out = Projection(cfg, "bthd,hde->bte", (h, d, e), ("heads", "head_dim", "embed"), name="o", flat=True)(out)
         return out, cache
 
 

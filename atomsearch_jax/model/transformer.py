@@ -18,7 +18,7 @@ from atomsearch_jax.model.layers import Constrainer, DecoderLayer, RMSNorm
 from atomsearch_jax.parallel.rules import SAMPLE_RULES, TRAIN_RULES, LogicalRules
 
 Array = jax.Array
-KVCache = list  # one {"k": [B, S, K, D], "v": [B, S, K, D]} dict per layer
+KVCache = list  # one {"k": [B, K, S, D], "v": [B, K, S, D]} dict per layer (heads-major, see layers.Attention)
 
 
 class _ScannedLayer(nn.Module):
@@ -122,8 +122,8 @@ def forward(config: ModelConfig, params: Any, tokens: Array, *, positions: Array
 
 
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> KVCache:
-    """A zero KV cache: per layer {"k", "v"} of shape [batch, max_len, K, D] in the compute dtype."""
-    shape = (batch, max_len, config.num_kv_heads, config.dims_per_head)
+    """A zero KV cache: per layer {"k", "v"} of shape [batch, K, max_len, D] in the compute dtype."""
+    shape = (batch, config.num_kv_heads, max_len, config.dims_per_head)
     dtype = dtype or config.compute_dtype
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.num_layers)]
 
@@ -139,7 +139,7 @@ def forward_cached(config: ModelConfig, params: Any, tokens: Array, cache: KVCac
     """
     tokens = jnp.asarray(tokens, jnp.int32)
     b, t = tokens.shape
-    s = cache[0]["k"].shape[1]
+    s = cache[0]["k"].shape[2]
     slots = cache_index[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]  # [B, T]
     if positions is None:
         positions = slots
