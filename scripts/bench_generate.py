@@ -44,6 +44,7 @@ flags.DEFINE_bool("quick", False, "16 new tokens, batch 1 and 8, 2 rounds.")
 flags.DEFINE_bool("hf_static", True, "Also time HF with cache_implementation='static'.")
 flags.DEFINE_bool("tunix", True, "Time Tunix's sampler when google-tunix is importable.")
 flags.DEFINE_string("preset", "qwen2.5-0.5b", "Model shape.")
+flags.DEFINE_integer("layers", 0, "Decoder layers (0 = the preset's).")
 flags.DEFINE_integer("max_len", 0, "Engine cache slots per row (0 = prompt_len + new_tokens); larger values "
                      "show the cost of a long cache (decode segments attend over a window of it).")
 FLAGS = flags.FLAGS
@@ -58,14 +59,15 @@ def roofline_steps_per_s(cfg, batch: int, context: float, probe: MachineProbe) -
     return 1.0 / max(step_bytes / probe.bandwidth, step_flops / probe.matmul_flops)
 
 
-def build_models(preset: str, path: str):
+def build_models(preset: str, layers: int, path: str):
     """A random torch Qwen2 (float32, sdpa attention) saved to `path`, and the same weights as JAX params."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from atomsearch_jax.model import get_preset, load_hf_checkpoint
 
-    hf_config = Qwen2Config(**get_preset(preset).to_hf())
+    overrides = {"num_layers": layers} if layers else {}
+    hf_config = Qwen2Config(**get_preset(preset, **overrides).to_hf())
     torch.manual_seed(0)
     Qwen2ForCausalLM(hf_config).to(torch.float32).save_pretrained(path, safe_serialization=True)
     model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
@@ -211,7 +213,7 @@ def main(argv):
     path = tempfile.mkdtemp(prefix="bench_generate_")
     max_len = FLAGS.max_len or FLAGS.prompt_len + new_tokens
     try:
-        model, cfg, params = build_models(FLAGS.preset, path)
+        model, cfg, params = build_models(FLAGS.preset, FLAGS.layers, path)
         tunix = tunix_peer.TunixGreedy(path, cfg, FLAGS.prompt_len + new_tokens) if use_tunix else None
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -220,7 +222,7 @@ def main(argv):
                   "Tunix not run (--notunix)")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, HF attn_implementation="
           f"{model.config._attn_implementation}; {tunix_note}")
-    print(f"model {FLAGS.preset}: {cfg.num_params() / 1e6:.0f}M params, float32, prompt {FLAGS.prompt_len}, "
+    print(f"model {FLAGS.preset} ({cfg.num_layers} layers): {cfg.num_params() / 1e6:.0f}M params, float32, prompt {FLAGS.prompt_len}, "
           f"{new_tokens} new tokens, greedy, engine max_len {max_len}; {repeats} alternated rounds, medians "
           f"(min-max)", flush=True)
     sampler = Sampler(cfg, params, max_len=max_len, segment_steps=new_tokens)
