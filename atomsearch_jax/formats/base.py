@@ -124,8 +124,8 @@ def find_blocks(text: str, open_tag: str, close_tag: str) -> list[str]:
 
 
 class AgentFormat(abc.ABC):
-    """One agent format (see /work/interfaces.md). Subclasses set the class attributes and implement the
-    abstract methods; instances are cheap, stateless and thread-safe."""
+    """One agent format (prompt, stop strings, tool calls, results, validation). Subclasses set the class
+    attributes and implement the abstract methods; instances are cheap, stateless and thread-safe."""
 
     name: str = ""
     generation_prefix: str = ""

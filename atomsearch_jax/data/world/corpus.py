@@ -1,6 +1,6 @@
 """The world's corpus: one short document per entity stating its facts, plus partial-fact distractors.
 
-Documents use the wire format of /work/interfaces.md: `{"id": str, "contents": '"Title"\\nText'}`.
+Documents use the wire format of `atomsearch_jax.search.documents`: `{"id": str, "contents": '"Title"\\nText'}`.
 Distractor documents mention an entity (and some other place) without stating any relation the world
 asks about: none of their sentences carries a relation keyword for the types it names, so they add
 retrieval noise but no contradicting fact.

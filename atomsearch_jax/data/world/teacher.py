@@ -8,7 +8,7 @@ shorter query; after `max_attempts` misses on one hop it gives up (`TeacherSearc
 teach an answer the results do not support.
 
 `teacher_turns` builds the format-free structure; `render_trajectory` writes it with a format's
-`render_turn` / `render_results`; `teacher_trajectory` does both (the contract of /work/interfaces.md).
+`render_turn` / `render_results`; `teacher_trajectory` does both (the `formats.AgentFormat` contract).
 """
 from __future__ import annotations
 
