@@ -28,6 +28,8 @@ setup(
         "tqdm>=4.66",
         "requests>=2.31,<3",
         "tensorboardX>=2.6,<3",
+        "etils[epath]>=1.7",  # every run path (local or gs://, s3://) goes through etils.epath
+        "fsspec>=2023.1",
     ],
     extras_require={
         "test": [
@@ -41,6 +43,8 @@ setup(
         # safetensors below this project's; scripts/install_peers.sh installs it into its own venv instead.
         "peers": ["google-tunix==0.1.7", "numba>=0.60"],
         "cuda": ["jax[cuda12]>=0.6.0,<0.11"],
-        "tpu": ["jax[tpu]>=0.6.0,<0.11"],
+        # gs:// work directories: epath reads/writes through gcsfs, TensorBoard through google-cloud-storage.
+        "gcs": ["gcsfs>=2023.1", "google-cloud-storage>=2.10"],
+        "tpu": ["jax[tpu]>=0.6.0,<0.11", "gcsfs>=2023.1", "google-cloud-storage>=2.10"],
     },
 )
