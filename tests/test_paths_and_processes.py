@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
+from fsspec.registry import _registry
 
 from atomsearch_jax.model import init_params, load_hf_checkpoint, save_hf_checkpoint, tiny_config
 from atomsearch_jax.parallel import local_mesh, make_mesh
@@ -37,7 +38,7 @@ def bucket():
     fsspec.register_implementation("gcs", FakeGCS, clobber=True)
     backend.fsspec_backend._get_filesystem.cache_clear()
     yield "gs://bucket/run"
-    fsspec.registry._registry.pop("gcs", None)  # later users get the real gcsfs again
+    _registry.pop("gcs", None)  # later users get the real gcsfs again
     backend.fsspec_backend._get_filesystem.cache_clear()
 
 
