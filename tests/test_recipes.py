@@ -1,10 +1,15 @@
-"""The recipe configs: each loads and carries its paper's published hyperparameters (the table below cites
-the source of every value), with several optimizer steps per rollout batch."""
+"""The recipe configs: each loads, carries its paper's published hyperparameters (the table below cites
+the source of every value) with several optimizer steps per rollout batch, and runs one shrunk update end
+to end on CPU (`python -m atomsearch_jax.train`) with its own format, reward, caps and loss settings
+(tiny model, the synthetic world and BM25 instead of real data and retrieval)."""
 import importlib
+import json
 
 import pytest
 
 from atomsearch_jax.train import parse_mixture
+from chat_fakes import ScriptedChatServer
+from cli_helpers import run_cli
 
 RECIPES = ("research", "search_r1", "grpo_tcr", "atom_searcher_qwen7b")
 
@@ -83,3 +88,46 @@ def test_recipe_has_the_published_hyperparameters(name):
     rows = config.rl.prompts_per_step * config.rl.group_size
     mini = config.rl.train_step.mini_batch_size
     assert mini and rows % mini == 0 and rows // mini >= 2, "one optimizer step per batch: the clip never acts"
+
+
+def shrunk_flags(name, config, workdir, judge_url):
+    """Flags that keep the recipe's format, reward, loss and its ratios but run on the world, tiny."""
+    g = config.rl.group_size
+    steps_per_batch = config.rl.prompts_per_step * g // config.rl.train_step.mini_batch_size
+    prompts = 2
+    flags = [f"--config=configs/{name}.py", f"--workdir={workdir}",
+             "--config.data.source=world", "--config.data.world_scale=0.3", "--config.data.eval_size=2",
+             "--config.model.hidden_size=32", "--config.model.intermediate_size=64", "--config.model.num_layers=2",
+             "--config.model.num_heads=2", "--config.model.num_kv_heads=1", "--config.model.max_len=1024",
+             "--config.mesh.tensor=1", "--config.rl.steps=1", f"--config.rl.prompts_per_step={prompts}",
+             f"--config.rl.train_step.mini_batch_size={prompts * g // min(steps_per_batch, prompts)}",
+             "--config.rl.train_step.micro_batch_size=0", "--config.rl.optimizer.warmup_steps=0",
+             "--config.rl.rollout.max_response_tokens=64", "--config.rl.rollout.segment_steps=32",
+             "--config.eval.every=0", "--config.eval.initial=False", "--config.export_hf=False",
+             f"--config.sft.steps={1 if config.sft.steps else 0}", "--config.sft.batch_size=2",
+             "--config.sft.train_step.micro_batch_size=0"]
+    if config.data.mixture:
+        flags.append("--config.data.mixture=world:1")
+    if config.rl.reward.overlong.max_length:          # the same shaping, scaled to the shrunk budget
+        flags += ["--config.rl.reward.overlong.max_length=64", "--config.rl.reward.overlong.cache_length=32"]
+    if config.rl.reward.judge == "http":
+        flags.append(f"--config.rl.reward.judge_url={judge_url}")
+    return flags
+
+
+@pytest.mark.slow  # one subprocess per recipe (world, engine and update compilations): minutes on 2 loaded cores
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_runs_one_shrunk_grpo_update(name, tmp_path):
+    config = load(name)
+    with ScriptedChatServer(lambda body, attempt: '{"scores": [{"id": 1, "score": 7}]}') as judge:
+        run_cli("train", *shrunk_flags(name, config, tmp_path, judge.url + "/v1"), timeout_s=1800)
+    logged = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    (update,) = [r for r in logged if "rl/loss" in r]
+    for key in ("rl/pg_clipfrac", "rl/reward/mean", "rl/failures/judge_rate", "rl/reward/overlong_mean"):
+        assert key in update, key
+    if config.rl.reward.overlong.max_length:
+        assert update["rl/reward/overlong_mean"] < 0   # a random policy runs into the shrunk L_max
+    if config.rl.loss.dual_clip:
+        assert "rl/pg_clipfrac_lower" in update
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints" / "grpo").iterdir() if p.name.isdigit())
+    assert steps[-1] == min(2, config.rl.prompts_per_step * config.rl.group_size // config.rl.train_step.mini_batch_size)
