@@ -9,6 +9,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from atomsearch_jax.model.dtypes import DTYPES, dtype_name
+from atomsearch_jax.model.attention import check_implementation
 
 MODEL_TYPES = ("qwen2", "qwen3")
 _ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
@@ -23,7 +24,9 @@ class ModelConfig:
     query and key head before RoPE (`qk_norm`) and usually sets `head_dim` explicitly. `dtype` is the compute (activation) dtype,
     `param_dtype` the storage dtype of the parameters. `remat` recomputes each layer in the backward
     pass; `scan_layers` stacks the layers under one `lax.scan` (faster compiles, slower decoding on
-    XLA CPU because every step copies the weight slices, so it is off by default).
+    XLA CPU because every step copies the weight slices, so it is off by default). `attention` names
+    the kernel (see model/attention.py: auto | reference | blockwise | dot_product | pallas) and
+    `attention_block` its key-block size (slots); neither changes the numbers beyond float rounding.
     """
 
     vocab_size: int
@@ -46,6 +49,8 @@ class ModelConfig:
     model_type: str = "qwen2"
     attention_bias: bool = True
     qk_norm: bool = False
+    attention: str = "auto"
+    attention_block: int = 512
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
@@ -67,6 +72,9 @@ class ModelConfig:
             )
         if self.dims_per_head % 2:
             raise ValueError(f"ModelConfig head_dim={self.dims_per_head} must be even for rotary embeddings")
+        check_implementation(self.attention)
+        if int(self.attention_block) <= 0:
+            raise ValueError(f"ModelConfig.attention_block must be positive, got {self.attention_block}")
         for name in ("dtype", "param_dtype"):  # strings, numpy and jnp dtypes; stored as names (hashable)
             object.__setattr__(self, name, dtype_name(getattr(self, name), f"ModelConfig.{name}"))
 

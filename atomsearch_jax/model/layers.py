@@ -12,12 +12,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from atomsearch_jax.model.attention import KeyMask, attend
 from atomsearch_jax.model.config import ModelConfig
 
 Array = jax.Array
-# A large finite negative instead of -inf: a fully masked row (padding query) then gives a uniform
-# softmax rather than NaNs that would poison gradients through `where`.
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def _param(module: nn.Module, name: str, init, shape: tuple[int, ...], axes: tuple[str | None, ...],
@@ -39,6 +37,21 @@ class Constrainer:
         if self.mesh is None:
             return x
         return nn.with_logical_constraint(x, axes, rules=self.rules, mesh=self.mesh)
+
+    def per_device(self, kernel, q: Array, k: Array, v: Array, mask: KeyMask) -> Array:
+        """kernel(q, k, v, mask) run on each device's shard (for custom calls XLA cannot partition):
+        rows over the batch axes, heads over the head axes; k/v are widened to the query heads first so
+        every shard holds the kv heads of its query heads."""
+        if self.mesh is None:
+            return kernel(q, k, v, mask)
+        group = q.shape[2] // k.shape[2]
+        k, v = (jnp.repeat(x, group, axis=2) for x in (k, v))
+        spec = lambda axes: nn.logical_to_mesh_axes(axes, self.rules)  # noqa: E731
+        heads = spec(("batch", "length", "act_heads", "head_dim"))
+        rows = spec(("batch", "length"))
+        mask_spec = KeyMask(q_slots=rows, kv_valid=None if mask.kv_valid is None else rows, aligned=mask.aligned)
+        return jax.shard_map(kernel, mesh=self.mesh, in_specs=(heads, heads, heads, mask_spec), out_specs=heads,
+                             check_vma=False)(q, k, v, mask)
 
 
 class RMSNorm(nn.Module):
@@ -105,9 +118,9 @@ class Attention(nn.Module):
     constrain: Constrainer
 
     @nn.compact
-    def __call__(self, x: Array, positions: Array, mask: Array, cache: dict | None,
+    def __call__(self, x: Array, positions: Array, mask: KeyMask, cache: dict | None,
                  cache_index: Array | None) -> tuple[Array, dict | None]:
-        """x [B, T, E], positions [B, T]; mask [B, T, S'] (True = may attend), S' = S with a cache else T.
+        """x [B, T, E], positions [B, T]; mask: the keys each query sees (over S slots with a cache, else T).
 
         With a cache ({"k", "v"}: [B, K, S, D]) the new keys/values are first written at slots
         cache_index[b] .. cache_index[b] + T - 1, then attention runs over all S slots. Keys and values
@@ -136,12 +149,8 @@ class Attention(nn.Module):
             v_all = write_cache(cache["v"], v.astype(cache["v"].dtype), cache_index)
             cache = {"k": k_all, "v": v_all}
             k, v = k_all.astype(x.dtype), v_all.astype(x.dtype)
-        b, t = x.shape[:2]
-        qg = q.reshape(b, t, kv, h // kv, d)
-        scores = jnp.einsum("btkgd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
-        scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, h, d)
+        out = attend(q, k, v, mask, implementation=cfg.attention, block=cfg.attention_block, shard=c.per_device,
+                     kv_layout="bksd")
         out = c(out, ("batch", "length", "act_heads", "head_dim"))
         out = Projection(cfg, "bthd,hde->bte", (h, d, e), ("heads", "head_dim", "embed"), name="o", flat=True)(out)
         return out, cache
@@ -167,7 +176,7 @@ class DecoderLayer(nn.Module):
     constrain: Constrainer
 
     @nn.compact
-    def __call__(self, x: Array, positions: Array, mask: Array, cache: dict | None = None,
+    def __call__(self, x: Array, positions: Array, mask: KeyMask, cache: dict | None = None,
                  cache_index: Array | None = None) -> tuple[Array, dict | None]:
         h, cache = Attention(self.cfg, self.constrain, name="attn")(
             RMSNorm(self.cfg, name="input_norm")(x), positions, mask, cache, cache_index)

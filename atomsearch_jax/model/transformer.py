@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import Mesh
 
+from atomsearch_jax.model.attention import KeyMask
 from atomsearch_jax.model.config import ModelConfig
 from atomsearch_jax.model.layers import Constrainer, DecoderLayer, RMSNorm
 from atomsearch_jax.parallel.rules import SAMPLE_RULES, TRAIN_RULES, LogicalRules
@@ -28,7 +29,7 @@ class _ScannedLayer(nn.Module):
     constrain: Constrainer
 
     @nn.compact
-    def __call__(self, x: Array, positions: Array, mask: Array) -> tuple[Array, None]:
+    def __call__(self, x: Array, positions: Array, mask: KeyMask) -> tuple[Array, None]:
         layer = nn.remat(DecoderLayer) if self.cfg.remat else DecoderLayer
         x, _ = layer(self.cfg, self.constrain, name="layer")(x, positions, mask)
         return x, None
@@ -41,7 +42,7 @@ class Qwen2(nn.Module):
     constrain: Constrainer = Constrainer()
 
     @nn.compact
-    def __call__(self, tokens: Array, positions: Array, mask: Array, cache: KVCache | None = None,
+    def __call__(self, tokens: Array, positions: Array, mask: KeyMask, cache: KVCache | None = None,
                  cache_index: Array | None = None) -> tuple[Array, KVCache | None]:
         cfg = self.cfg
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype,
@@ -99,10 +100,8 @@ def hidden_states(config: ModelConfig, params: Any, tokens: Array, *, positions:
     b, t = tokens.shape
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    mask = jnp.tril(jnp.ones((t, t), dtype=bool))[None]
-    if attention_mask is not None:
-        mask = mask & jnp.asarray(attention_mask, bool)[:, None, :]
-    mask = jnp.broadcast_to(mask, (b, t, t))
+    kv_valid = None if attention_mask is None else jnp.asarray(attention_mask, bool)
+    mask = KeyMask(q_slots=jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)), kv_valid=kv_valid, aligned=True)
     body, _ = _split_head(params)
     hidden, _ = _model(config, mesh, rules).apply({"params": body}, tokens, jnp.asarray(positions, jnp.int32), mask)
     return hidden
@@ -139,11 +138,10 @@ def forward_cached(config: ModelConfig, params: Any, tokens: Array, cache: KVCac
     """
     tokens = jnp.asarray(tokens, jnp.int32)
     b, t = tokens.shape
-    s = cache[0]["k"].shape[2]
     slots = cache_index[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]  # [B, T]
     if positions is None:
         positions = slots
-    mask = jnp.arange(s, dtype=jnp.int32)[None, None, :] <= slots[:, :, None]  # [B, T, S]
+    mask = KeyMask(q_slots=slots)
     body, _ = _split_head(params)
     return _model(config, mesh, rules).apply({"params": body}, tokens, positions, mask, cache, cache_index)
 
@@ -151,8 +149,7 @@ def forward_cached(config: ModelConfig, params: Any, tokens: Array, cache: KVCac
 def init_params(config: ModelConfig, rng: Array) -> Any:
     """Randomly initialised params (plain pytree, logical-axis boxes removed)."""
     tokens = jnp.zeros((1, 1), jnp.int32)
-    mask = jnp.ones((1, 1, 1), bool)
-    variables = _model(config, None, TRAIN_RULES).init(rng, tokens, jnp.zeros((1, 1), jnp.int32), mask)
+    variables = _model(config, None, TRAIN_RULES).init(rng, tokens, tokens, KeyMask(q_slots=tokens))
     params = nn.unbox(variables["params"])
     if not config.tie_word_embeddings:
         rng_head = jax.random.fold_in(rng, 1)
@@ -170,7 +167,7 @@ def declared_logical_axes(config: ModelConfig) -> Any:
     """Logical axes the modules declare for each body parameter (lm_head is ("embed", "vocab"))."""
     tokens = jnp.zeros((1, 1), jnp.int32)
     boxed = jax.eval_shape(lambda: _model(config, None, TRAIN_RULES).init(
-        jax.random.PRNGKey(0), tokens, tokens, jnp.ones((1, 1, 1), bool))["params"])
+        jax.random.PRNGKey(0), tokens, tokens, KeyMask(q_slots=tokens))["params"])
     axes = jax.tree_util.tree_map(lambda x: tuple(x.names), boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
     if not config.tie_word_embeddings:
         axes["lm_head"] = {"kernel": ("embed", "vocab")}

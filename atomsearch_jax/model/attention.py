@@ -1,0 +1,264 @@
+"""Grouped-query attention kernels behind one interface, chosen by `ModelConfig.attention`.
+
+Shapes: B rows, T queries, S keys (cache slots, or T without a cache), H query heads, K kv heads,
+G = H // K, D head dim. Every kernel takes q [B, T, H, D], k and v [B, S, K, D] (`attend` also [B, K, S, D]) and a `KeyMask`, and
+returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
+
+- "reference": the [B, K, G, T, S] float32 score tensor, masked and soft-maxed in one piece.
+- "blockwise": flash-style in XLA (runs everywhere): a `lax.scan` over blocks of `block` keys with an
+  online softmax; a custom VJP recomputes each block's scores in the backward pass from the saved
+  softmax statistics, so neither direction holds more than [B, K, G, T, block] scores.
+- "dot_product": `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU, XLA elsewhere) for the
+  training forward (`KeyMask.aligned`) when each row's valid keys are a prefix (right padding);
+  other masks take the blockwise path inside the same program.
+- "pallas": the Pallas TPU flash-attention kernel for the training forward (aligned masks; padding via
+  segment ids), inside `shard_map` when the model runs on a mesh; other calls go blockwise.
+- "auto": "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU, and "reference" wherever one
+  block covers every key (S <= block): decoding a token against a short window, tiny test shapes.
+
+A query at slot q_slots[b, t] may attend key slot s iff s <= q_slots[b, t] and kv_valid[b, s]. A query
+that may attend nothing (a left-padding position) gets the uniform average over all S values in every
+kernel but the fused ones; such rows are padding, excluded from every loss.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+Array = jax.Array
+IMPLEMENTATIONS = ("auto", "reference", "blockwise", "dot_product", "pallas")
+# A large finite negative instead of -inf: a fully masked row (padding query) then gives a uniform
+# softmax rather than NaNs that would poison gradients through `where`.
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+@struct.dataclass
+class KeyMask:
+    """Which keys each query sees (never a dense [T, S] array).
+
+    q_slots [B, T] int32: the cache slot of each query (keys at slots <= it are causal-visible).
+    kv_valid [B, S] bool or None (all valid): padding keys are False.
+    aligned (static): queries are slots 0..T-1 of the same T keys (no cache); fused kernels need it.
+    """
+
+    q_slots: Array
+    kv_valid: Array | None = None
+    aligned: bool = struct.field(pytree_node=False, default=False)
+
+    def visible(self, key_slots: Array, key_valid: Array | None) -> Array:
+        """[B, T, N] bool for keys at slots key_slots [N] with validity key_valid [B, N] (or None)."""
+        vis = key_slots[None, None, :] <= self.q_slots[:, :, None]
+        return vis if key_valid is None else vis & key_valid[:, None, :]
+
+
+def check_implementation(name: str) -> str:
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f"ModelConfig.attention={name!r}; expected one of {IMPLEMENTATIONS}")
+    return name
+
+
+def resolve(name: str, *, num_keys: int, block: int, aligned: bool, backend: str | None = None) -> str:
+    """The kernel "auto" stands for at these shapes (and fused kernels' fallback when not aligned)."""
+    check_implementation(name)
+    if name == "auto":
+        if num_keys <= block:
+            return "reference"
+        backend = backend or jax.default_backend()
+        name = {"tpu": "pallas", "gpu": "dot_product"}.get(backend, "blockwise")
+        if name == "pallas" and not _pallas_available():
+            name = "blockwise"
+    if name in ("dot_product", "pallas") and not aligned:
+        return "blockwise"
+    return name
+
+
+def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str = "auto", block: int = 512,
+           shard: Callable | None = None, kv_layout: str = "bskd") -> Array:
+    """softmax(q k^T / sqrt(D) + mask) v with grouped kv heads; see the module docstring.
+
+    kv_layout: "bskd" (k, v [B, S, K, D]) or "bksd" (heads-major [B, K, S, D], the KV cache's layout);
+    the reference kernel reads either as stored, the others take [B, S, K, D].
+    shard: wraps a per-device kernel for a mesh (`(fn, q, k, v, mask) -> out`, see layers.Attention);
+    only the Pallas kernel, a custom call XLA cannot partition, uses it.
+    """
+    if kv_layout not in ("bskd", "bksd"):
+        raise ValueError(f"kv_layout={kv_layout!r}; expected 'bskd' or 'bksd'")
+    num_keys = k.shape[1] if kv_layout == "bskd" else k.shape[2]
+    name = resolve(implementation, num_keys=num_keys, block=block, aligned=mask.aligned)
+    if name == "reference":
+        return reference_attention(q, k, v, mask, kv_layout=kv_layout)
+    if kv_layout == "bksd":
+        k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
+    if name == "blockwise":
+        return blockwise_attention(q, k, v, mask, block=block)
+    if name == "dot_product":
+        return dot_product_attention(q, k, v, mask, block=block)
+    if shard is None:
+        return pallas_attention(q, k, v, mask)
+    return shard(pallas_attention, q, k, v, mask)
+
+
+def reference_attention(q: Array, k: Array, v: Array, mask: KeyMask, *, kv_layout: str = "bskd") -> Array:
+    """The whole [B, K, G, T, S] score tensor at once (k, v in `kv_layout`, see `attend`)."""
+    b, t, h, d = q.shape
+    kv, s = (k.shape[2], k.shape[1]) if kv_layout == "bskd" else (k.shape[1], k.shape[2])
+    keys = "bskd" if kv_layout == "bskd" else "bksd"
+    qg = q.reshape(b, t, kv, h // kv, d)
+    scores = jnp.einsum(f"btkgd,{keys}->bkgts", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
+    vis = mask.visible(jnp.arange(s, dtype=jnp.int32), mask.kv_valid)
+    scores = jnp.where(vis[:, None, None], scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    return jnp.einsum(f"bkgts,{keys}->btkgd", probs, v).reshape(b, t, h, d)
+
+
+# ---- blockwise (flash-style) XLA path -------------------------------------------------------------
+def blockwise_attention(q: Array, k: Array, v: Array, mask: KeyMask, *, block: int = 512) -> Array:
+    """Online-softmax attention over key blocks of `block` slots (memory O(T * block) per head)."""
+    s = k.shape[1]
+    kv_valid = jnp.ones(k.shape[:2], bool) if mask.kv_valid is None else mask.kv_valid
+    return _blockwise(min(int(block), s), q, k, v, mask.q_slots, kv_valid)
+
+
+def _key_blocks(block: int, k: Array, v: Array, kv_valid: Array) -> tuple[Array, Array, Array, Array]:
+    """k, v as [n, B, block, K, D], validity [n, B, block] and the slot index of each key [n, block].
+
+    Slots past S (padding up to a whole block) get slot index -1 in `exists`: they never count, not
+    even in a fully masked row's uniform average, which then matches the reference over S slots.
+    """
+    b, s = k.shape[:2]
+    n = -(-s // block)
+    pad = n * block - s
+    if pad:
+        k = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        v = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        kv_valid = jnp.pad(kv_valid, ((0, 0), (0, pad)))
+    split = lambda x: x.reshape(b, n, block, *x.shape[2:]).swapaxes(0, 1)  # noqa: E731
+    slots = jnp.arange(n * block, dtype=jnp.int32).reshape(n, block)
+    return split(k), split(v), split(kv_valid), slots
+
+
+def _block_scores(qg: Array, kb: Array, validb: Array, slots: Array, q_slots: Array, s: int) -> tuple[Array, Array]:
+    """Masked float32 scores [B, K, G, T, block] of one key block, and its visibility [B, T, block]."""
+    d = qg.shape[-1]
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, kb, preferred_element_type=jnp.float32) * (d ** -0.5)
+    vis = (slots[None, None, :] <= q_slots[:, :, None]) & validb[:, None, :]
+    scores = jnp.where(vis[:, None, None], scores, MASK_VALUE)
+    return jnp.where((slots < s)[None, None, None, None, :], scores, -jnp.inf), vis
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _blockwise(block: int, q: Array, k: Array, v: Array, q_slots: Array, kv_valid: Array) -> Array:
+    return _blockwise_fwd(block, q, k, v, q_slots, kv_valid)[0]
+
+
+def _blockwise_fwd(block: int, q: Array, k: Array, v: Array, q_slots: Array, kv_valid: Array):
+    b, t, h, d = q.shape
+    s, kv = k.shape[1], k.shape[2]
+    qg = q.reshape(b, t, kv, h // kv, d)
+    kb, vb, validb, slots = _key_blocks(block, k, v, kv_valid)
+
+    def body(carry, xs):
+        out, m, l = carry
+        k_j, v_j, valid_j, slots_j = xs
+        scores, _ = _block_scores(qg, k_j, valid_j, slots_j, q_slots, s)
+        m_new = jnp.maximum(m, scores.max(axis=-1))
+        corr = jnp.exp(m - m_new)
+        p = jnp.exp(scores - m_new[..., None])
+        l = l * corr + p.sum(axis=-1)
+        pv = jnp.einsum("bkgts,bskd->btkgd", p.astype(v.dtype), v_j, preferred_element_type=jnp.float32)
+        out = out * jnp.moveaxis(corr, -1, 1)[..., None] + pv
+        return (out, m_new, l), None
+
+    init = (jnp.zeros(qg.shape, jnp.float32), jnp.full((b, kv, h // kv, t), MASK_VALUE, jnp.float32),
+            jnp.zeros((b, kv, h // kv, t), jnp.float32))
+    (out, m, l), _ = jax.lax.scan(body, init, (kb, vb, validb, slots))
+    out = (out / jnp.moveaxis(l, -1, 1)[..., None]).astype(q.dtype).reshape(b, t, h, d)
+    # m and l are kept apart rather than as m + log(l): for a fully masked row m is MASK_VALUE, which
+    # would swallow log(l) in float32.
+    return out, (q, k, v, q_slots, kv_valid, out, m, l)
+
+
+def _blockwise_bwd(block: int, residuals, d_out: Array):
+    q, k, v, q_slots, kv_valid, out, m, l = residuals
+    b, t, h, d = q.shape
+    s, kv = k.shape[1], k.shape[2]
+    g = h // kv
+    qg = q.reshape(b, t, kv, g, d)
+    dog = d_out.reshape(b, t, kv, g, d)
+    delta = jnp.einsum("btkgd,btkgd->bkgt", dog.astype(jnp.float32), out.reshape(b, t, kv, g, d).astype(jnp.float32))
+    kb, vb, validb, slots = _key_blocks(block, k, v, kv_valid)
+    scale = d ** -0.5
+
+    def body(dq, xs):
+        k_j, v_j, valid_j, slots_j = xs
+        scores, vis = _block_scores(qg, k_j, valid_j, slots_j, q_slots, s)
+        p = jnp.exp(scores - m[..., None]) / l[..., None]
+        dv_j = jnp.einsum("bkgts,btkgd->bskd", p, dog, preferred_element_type=jnp.float32)
+        dp = jnp.einsum("btkgd,bskd->bkgts", dog, v_j, preferred_element_type=jnp.float32)
+        ds = jnp.where(vis[:, None, None], p * (dp - delta[..., None]), 0.0) * scale
+        dq = dq + jnp.einsum("bkgts,bskd->btkgd", ds, k_j, preferred_element_type=jnp.float32)
+        dk_j = jnp.einsum("bkgts,btkgd->bskd", ds, qg, preferred_element_type=jnp.float32)
+        return dq, (dk_j, dv_j)
+
+    dq, (dk, dv) = jax.lax.scan(body, jnp.zeros(qg.shape, jnp.float32), (kb, vb, validb, slots))
+    unblock = lambda x, like: x.swapaxes(0, 1).reshape(b, -1, *x.shape[3:])[:, :s].astype(like.dtype)  # noqa: E731
+    return dq.reshape(b, t, h, d).astype(q.dtype), unblock(dk, k), unblock(dv, v), None, None
+
+
+_blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)
+
+
+# ---- fused kernels (training forward) -------------------------------------------------------------
+def _prefix_lengths(kv_valid: Array | None, b: int, s: int) -> tuple[Array, Array]:
+    """(valid keys per row [B] int32, whether every row's valid keys are a prefix: scalar bool)."""
+    if kv_valid is None:
+        return jnp.full((b,), s, jnp.int32), jnp.array(True)
+    lengths = kv_valid.sum(axis=1).astype(jnp.int32)
+    prefix = jnp.all(kv_valid == (jnp.arange(s)[None, :] < lengths[:, None]))
+    return lengths, prefix
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: KeyMask, *, block: int = 512) -> Array:
+    """`jax.nn.dot_product_attention` (causal, key lengths) for aligned masks whose valid keys are
+    prefixes; the blockwise kernel for the rest (decided per batch inside the program)."""
+    if not mask.aligned:
+        return blockwise_attention(q, k, v, mask, block=block)
+    b, s = k.shape[:2]
+    lengths, prefix = _prefix_lengths(mask.kv_valid, b, s)
+    impl = "cudnn" if jax.default_backend() == "gpu" else None
+
+    def fused(_):
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, key_value_seq_lengths=lengths,
+                                            implementation=impl).astype(q.dtype)
+
+    if mask.kv_valid is None:
+        return fused(None)
+    return jax.lax.cond(prefix, fused, lambda _: blockwise_attention(q, k, v, mask, block=block), None)
+
+
+@functools.lru_cache(maxsize=None)
+def _pallas_available() -> bool:
+    try:
+        from jax.experimental.pallas.ops.tpu import flash_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pallas_attention(q: Array, k: Array, v: Array, mask: KeyMask) -> Array:
+    """The Pallas TPU flash-attention kernel (causal; padding keys as segment 0). TPU only."""
+    from jax.experimental.pallas.ops.tpu import flash_attention as fa
+
+    if not mask.aligned:
+        raise ValueError("pallas attention needs an aligned mask (training forward without a cache)")
+    h, kv, d = q.shape[2], k.shape[2], q.shape[3]
+    repeat = lambda x: jnp.repeat(x, h // kv, axis=2).swapaxes(1, 2)  # noqa: E731  [B, H, S, D]
+    valid = jnp.ones(k.shape[:2], jnp.int32) if mask.kv_valid is None else mask.kv_valid.astype(jnp.int32)
+    segments = fa.SegmentIds(q=jnp.ones(q.shape[:2], jnp.int32), kv=valid)
+    out = fa.flash_attention(q.swapaxes(1, 2), repeat(k), repeat(v), segment_ids=segments, causal=True,
+                             sm_scale=d ** -0.5)
+    return out.swapaxes(1, 2).astype(q.dtype)
