@@ -30,6 +30,8 @@ setup(
         "tensorboardX>=2.6,<3",
         "etils[epath]>=1.7",  # every run path (local or gs://, s3://) goes through etils.epath
         "fsspec>=2023.1",
+        "jinja2>=3.1,<4",          # transformers' apply_chat_template (every prompt)
+        "matplotlib>=3.7,<4",      # the job's report plots
     ],
     extras_require={
         "test": [

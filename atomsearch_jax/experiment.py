@@ -34,13 +34,18 @@ FORMAT_OUTCOME = {"atom_searcher": "deepresearcher", "research": "research", "se
 
 @dataclasses.dataclass
 class Environment:
-    """Questions, tools and graders of one experiment. `world` is set for the synthetic world only."""
+    """Questions, tools and graders of one experiment. `world` is set for the synthetic world only.
+
+    eval_records: the validation questions (evaluated during training; settings may be tuned on them).
+    heldout_records: the test questions, evaluated before and after each stage and never used for a choice.
+    """
 
     fmt: AgentFormat
     tokenizer: Any
     retriever: Retriever | None
     train_records: list[QARecord]
     eval_records: list[QARecord]
+    heldout_records: list[QARecord]
     world: Any = None
     code_interpreter: CodeInterpreter | None = None
 
@@ -60,22 +65,27 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
     need_questions=False (evaluation of other sets), empty data.train_files / eval_files are allowed."""
     from transformers import AutoTokenizer
 
-    fmt = get_format(config.format, **({"prompt_version": config.prompt_version} if config.get("prompt_version") else {}))
     data = config.data
+    # config.prompt_version (any data) wins; else the world's brief prompt per format on the synthetic world.
+    prompt_version = config.get("prompt_version") or (
+        data.world_prompt_versions.get(config.format) if data.source == "world" else None)
+    fmt = get_format(config.format, prompt_version=prompt_version or None)
     world = None
     if data.source == "world":
-        from atomsearch_jax.data.world import WorldConfig, build_world, scaled_config
+        from atomsearch_jax.data.world import build_world, scaled_config
 
-        world_cfg = WorldConfig(seed=data.world_seed) if data.world_scale == 1.0 else scaled_config(
-            data.world_scale, seed=data.world_seed)
-        world = build_world(world_cfg)
+        world = build_world(scaled_config(data.world_scale, seed=data.world_seed,
+                                          validation_fraction=data.validation_fraction,
+                                          test_fraction=data.test_fraction))
         train_records, eval_records = world.splits["train"], world.splits["validation"]
+        heldout_records = world.splits["test"]
         tokenizer_dir = config.model.tokenizer_path or config.model.hf_path or _world_tokenizer(world, workdir)
         retriever = (make_retriever(config.search.retriever) if config.search.retriever
                      else BM25Retriever.from_documents(world.corpus))
     elif data.source == "files":
         train_records = _load_files(data.train_files, "train_files", need_questions)
         eval_records = _load_files(data.eval_files, "eval_files", need_questions)
+        heldout_records = _load_files(data.heldout_files, "heldout_files") if data.heldout_files else eval_records
         retriever = None
         if SEARCH_TOOL in fmt.tools:
             if not config.search.retriever:
@@ -89,11 +99,16 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
         raise ValueError(f"config.data.source={data.source!r}; expected 'world' or 'files'")
     if data.eval_size:  # per evaluation set, as the papers sample 512 questions of each
         eval_records = [r for d in group_by_source(eval_records, data.eval_size, config.seed) for r in d.records]
+    if data.heldout_size:
+        heldout_records = [r for d in group_by_source(heldout_records, data.heldout_size, config.seed)
+                           for r in d.records]
     tokenizer = AutoTokenizer.from_pretrained(local_copy(tokenizer_dir))
-    logging.info("environment: format %s, %d train / %d eval questions, tokenizer %s (%d tokens)", fmt.name,
-                 len(train_records), len(eval_records), tokenizer_dir, len(tokenizer))
+    logging.info("environment: format %s (prompt %s), %d train / %d validation / %d held-out questions, tokenizer %s "
+                 "(%d tokens)", fmt.name, fmt.prompt_version, len(train_records), len(eval_records),
+                 len(heldout_records), tokenizer_dir, len(tokenizer))
     interpreter = make_code_interpreter(config) if CODE_TOOL in fmt.tools else None
-    return Environment(fmt, tokenizer, retriever, list(train_records), list(eval_records), world, interpreter)
+    return Environment(fmt, tokenizer, retriever, list(train_records), list(eval_records), list(heldout_records),
+                       world, interpreter)
 
 
 def make_code_interpreter(config: ml_collections.ConfigDict) -> CodeInterpreter:

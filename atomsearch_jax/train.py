@@ -22,8 +22,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from atomsearch_jax import report as job_report
 from atomsearch_jax.agent import RolloutRunner, rollout_metrics, training_batch
 from atomsearch_jax.data import host_shard_options, mixture_pipeline, pipeline_iterator, qa_pipeline, records_dataset
+from atomsearch_jax.data.length_buckets import BucketedBatches, bucket_widths
 from atomsearch_jax.data.sft_examples import pad_rows, teacher_sft_example
 from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
 from atomsearch_jax.distributed_flags import initialize_from_flags
@@ -99,34 +101,39 @@ def sft_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[st
 
 
 def run_sft(config: ml_collections.ConfigDict, env: Environment, model_config, params, mesh, writer) -> Any:
-    """SFT on trajectory files or the world's teacher; returns the trained params (resumes from checkpoints)."""
+    """SFT on trajectory files or the world's teacher in length-bucketed batches; returns the trained params
+    (resumes from checkpoints: the batch of a step is a function of the seed and the step)."""
     cfg = config.sft
     examples = sft_examples(config, env)
     if not examples:
         raise ValueError(f"sft.steps={cfg.steps} but there is no SFT data: set config.sft.trajectory_files (e.g. the "
                          "output of `python -m atomsearch_jax.make_sft_data`) or config.sft.steps=0")
-    keys = sorted(examples)
-    width = -(-max(len(t) for t, _ in examples.values()) // 64) * 64
-    logging.info("SFT: %d trajectories, batch width %d", len(keys), width)
+    rows_data = [examples[key] for key in sorted(examples)]
+    lengths = [len(t) for t, _ in rows_data]
+    widths = bucket_widths(lengths, cfg.length_buckets, multiple=16)
+    batches = BucketedBatches(lengths, widths, cfg.batch_size, seed=config.seed)
+    padded = sum(min(w for w in widths if w >= n) for n in lengths)
+    logging.info("SFT: %d trajectories, bucket widths %s, %.0f%% of positions real", len(rows_data), widths,
+                 100 * sum(lengths) / padded)
     _checkpoint_dir(cfg, config.workdir, "sft")
     trainer = SFTTrainer(model_config, params, cfg, mesh=mesh)
-    iterator = pipeline_iterator(qa_pipeline(records_dataset(keys), batch_size=cfg.batch_size, seed=config.seed,
-                                             shard_options=GLOBAL_BATCHES))
-    items = trainer.restore()
-    if items:
-        iterator.set_state(items["data_iterator"])
+    if trainer.restore() is not None:
         logging.info("SFT resumed at step %d", trainer.step)
-    while trainer.step < cfg.steps:
-        batch = pad_rows([examples[key] for key in process_share(next(iterator))[0]], width)
-        metrics = trainer.update(batch)
-        writer.write(trainer.step, {f"sft/{k}": v for k, v in metrics.items()})
-        if trainer.step % 20 == 0 or trainer.step == cfg.steps:
-            logging.info("SFT step %d: loss %.4f", trainer.step, metrics.get("loss", float("nan")))
-        trainer.save({"data_iterator": iterator.get_state()}, force=trainer.step == cfg.steps)
-        if trainer.preemption_requested():
-            trainer.save({"data_iterator": iterator.get_state()}, force=True)
-            trainer.close()
-            raise Preempted(f"SFT preempted at step {trainer.step}; rerun the same command to resume")
+    with job_report.progress(cfg.steps, "SFT", initial=trainer.step) as bar:
+        while trainer.step < cfg.steps:
+            rows, width = batches.batch(trainer.step)
+            rows = process_share(rows)[0]  # every process builds the same global batch; takes its rows
+            metrics = trainer.update(pad_rows([rows_data[i] for i in rows], width))
+            writer.write(trainer.step, {f"sft/{k}": v for k, v in metrics.items()})
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.3f}", refresh=False)
+            if trainer.step % 20 == 0 or trainer.step == cfg.steps:
+                logging.info("SFT step %d: loss %.4f", trainer.step, metrics.get("loss", float("nan")))
+            trainer.save({}, force=trainer.step == cfg.steps)
+            if trainer.preemption_requested():
+                trainer.save({}, force=True)
+                trainer.close()
+                raise Preempted(f"SFT preempted at step {trainer.step}; rerun the same command to resume")
     params = trainer.params
     trainer.close()
     return params
@@ -134,16 +141,19 @@ def run_sft(config: ml_collections.ConfigDict, env: Environment, model_config, p
 
 
 
-def run_eval(runner: RolloutRunner, env: Environment, config, writer, step: int, tag: str) -> dict[str, float]:
-    """Validation with the evaluation library: one set per source of the eval questions; logs the average
-    and per-set metrics and appends a few full trajectories to workdir/eval_trajectories.jsonl."""
+def run_eval(runner: RolloutRunner, records, config, writer, step: int, tag: str, clock: job_report.PhaseClock,
+             prefix: str = "eval") -> dict[str, float]:
+    """Evaluation of the current policy on `records` with the evaluation library (one set per source);
+    logs the average and per-set metrics under `prefix`/ at `step` and appends a few full trajectories to
+    workdir/eval_trajectories.jsonl. Returns the average over sets."""
     e = config.eval
-    result = evaluate_datasets(runner, group_by_source(env.eval_records), n=e.n, temperature=e.temperature,
-                               rows_per_batch=e.rows_per_batch, seed=config.seed, judge=make_answer_judge(config),
-                               progress=False)
-    scalars = {f"eval/{k}": v for k, v in result.average.items() if isinstance(v, (int, float))}
+    with clock("eval"):
+        result = evaluate_datasets(runner, group_by_source(records), n=e.n, temperature=e.temperature,
+                                   rows_per_batch=e.rows_per_batch, seed=config.seed, judge=make_answer_judge(config),
+                                   progress=job_report.progress_enabled())
+    scalars = {f"{prefix}/{k}": v for k, v in result.average.items() if isinstance(v, (int, float))}
     if len(result.summaries) > 1:
-        scalars |= {f"eval/{name}/{k}": v for name, metrics in result.summaries.items()
+        scalars |= {f"{prefix}/{name}/{k}": v for name, metrics in result.summaries.items()
                     for k, v in metrics.items() if isinstance(v, (int, float))}
     writer.write(step, scalars)
     if is_writer():
@@ -152,7 +162,7 @@ def run_eval(runner: RolloutRunner, env: Environment, config, writer, step: int,
         path.write_text(before + "".join(json.dumps({"step": step, "tag": tag} | row, ensure_ascii=False) + "\n"
                                          for row in result.rows[: e.log_trajectories]))
     shown = {k: round(v, 4) for k, v in result.average.items() if isinstance(v, float)}
-    logging.info("eval %s (step %d): %s", tag, step, json.dumps(shown))
+    logging.info("%s %s (step %d): %s", prefix, tag, step, json.dumps(shown))
     for name, metrics in result.summaries.items():
         logging.info("  %s: n %d, em %.3f, f1 %.3f", name, metrics["n"], metrics["em"], metrics["f1"])
     return result.average
@@ -223,7 +233,7 @@ def stop_on_failures(monitor: FailureMonitor, trainer: GRPOTrainer, items: dict[
 
 
 def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, params, mesh, writer,
-             runner: RolloutRunner) -> Any:
+             runner: RolloutRunner, clock: job_report.PhaseClock) -> Any:
     """GRPO with rollouts through `runner` (whose engine is kept in sync with the policy)."""
     cfg = config.rl
     _checkpoint_dir(cfg, config.workdir, "grpo")
@@ -238,22 +248,33 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
         update = int(items["reward_schedule"]["step"])
         logging.info("GRPO resumed after update %d", update)
     runner.engine.set_params(trainer.sampling_params())
+    bar = job_report.progress(cfg.steps, "GRPO", initial=update, unit="update")
     while update < cfg.steps:
         start = time.perf_counter()
         before_batch = {"data_iterator": iterator.get_state(), "reward_schedule": {"step": update, "total": cfg.steps}}
         records, first = process_share(next(iterator))
         trajectories = runner.run(records, n=cfg.group_size, seed=config.seed * 1_000_003 + update, first_record=first)
-        rewards, components = manager.score(trajectories, update)
+        clock.add("grpo_search", runner.last_stats["rollout/search_time_s"])
+        clock.add("grpo_decode", runner.last_stats["rollout/time_s"] - runner.last_stats["rollout/search_time_s"])
+        with clock("grpo_reward"):
+            rewards, components = manager.score(trajectories, update)
         observe_failures(monitor, trajectories, components)
         stop_on_failures(monitor, trainer, before_batch)
-        metrics = trainer.update(training_batch(trajectories, rewards, exclude=components["judge_failed"] > 0))
-        runner.engine.set_params(trainer.sampling_params())
+        with clock("grpo_update"):
+            metrics = trainer.update(training_batch(trajectories, rewards, widths=cfg.update_widths,
+                                                    exclude=components["judge_failed"] > 0))
+            runner.engine.set_params(trainer.sampling_params())
         update += 1
         metrics.update(reward_metrics(components))
         metrics.update(rollout_metrics(trajectories, runner.last_stats))
         metrics.update(monitor.metrics())
         metrics["step_time_s"] = time.perf_counter() - start
         writer.write(update, {f"rl/{k}": v for k, v in metrics.items()})
+        if is_writer() and config.report.samples_every and (update % config.report.samples_every == 0 or update == 1):
+            job_report.write_samples(config.workdir, update, trajectories, rewards, components, env.fmt)
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", f1=f"{metrics.get('reward/f1_mean', np.nan):.3f}",
+                        refresh=False)
         logging.info("GRPO update %d: reward %.3f (outcome %.3f, atr %.3f, alpha %.2f) f1 %.3f tool calls %.2f, "
                      "clipped %.3f (dual %.3f), %.1f s",
                      update, metrics["reward/mean"], metrics.get("reward/outcome_mean", np.nan),
@@ -265,9 +286,11 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
         if trainer.preemption_requested():
             trainer.save(items, force=True)
             trainer.close()
+            bar.close()
             raise Preempted(f"GRPO preempted after update {update}; rerun the same command to resume")
         if config.eval.every and update % config.eval.every == 0 and update < cfg.steps:
-            run_eval(runner, env, config, writer, update, f"after GRPO update {update}")
+            run_eval(runner, env.eval_records, config, writer, update, f"validation after GRPO update {update}", clock)
+    bar.close()
     params = trainer.params
     trainer.close()
     return params
@@ -283,45 +306,75 @@ def _training_layout(config: ml_collections.ConfigDict, model_config, params) ->
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """The whole job; returns the summary it also writes to workdir/summary.json."""
-    resolve(workdir).mkdir(parents=True, exist_ok=True)
-    config = ml_collections.ConfigDict(config.to_dict())  # a private, writable copy
-    config.workdir = workdir
-    for name, rows in (("sft.batch_size", config.sft.batch_size), ("rl.prompts_per_step", config.rl.prompts_per_step)):
-        if rows % jax.process_count():
-            raise ValueError(f"config.{name}={rows} must be a multiple of the {jax.process_count()} processes "
-                             "(each process takes an equal share of the global batch)")
-    env = build_environment(config, workdir)
-    mesh = make_mesh(**config.mesh.to_dict())
-    model_config, params = build_model(config, env.tokenizer, mesh)
-    writer = MetricsWriter(os.path.join(workdir, "logs"))
-    summary: dict[str, Any] = {"format": env.fmt.name, "model_params": model_config.num_params()}
-    engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
-    runner = make_runner(config, env, engine)
+    """The whole job; returns the report it also writes to workdir/report.json (and report.md, plots).
+
+    Held-out evaluation (env.heldout_records, never used for a choice) runs before training, after SFT
+    and after GRPO; the validation split (env.eval_records) is evaluated every config.eval.every updates.
+    """
+    started = job_report.process_start_time()
+    clock = job_report.PhaseClock()
+    load_at_start = os.getloadavg()
+    with clock("setup"):
+        resolve(workdir).mkdir(parents=True, exist_ok=True)
+        config = ml_collections.ConfigDict(config.to_dict())  # a private, writable copy
+        config.workdir = workdir
+        for name, rows in (("sft.batch_size", config.sft.batch_size),
+                           ("rl.prompts_per_step", config.rl.prompts_per_step)):
+            if rows % jax.process_count():
+                raise ValueError(f"config.{name}={rows} must be a multiple of the {jax.process_count()} processes "
+                                 "(each process takes an equal share of the global batch)")
+        env = build_environment(config, workdir)
+        mesh = make_mesh(**config.mesh.to_dict())
+        model_config, params = build_model(config, env.tokenizer, mesh)
+        writer = MetricsWriter(os.path.join(workdir, "logs"))
+        engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
+        runner = make_runner(config, env, engine)
+    heldout = {}
     if config.eval.initial:
-        summary["eval_initial"] = run_eval(runner, env, config, writer, 0, "initial")
+        heldout["untrained"] = run_eval(runner, env.heldout_records, config, writer, 0, "initial", clock, "heldout")
     train_config, params = _training_layout(config, model_config, params)
     if config.sft.steps > 0:
-        params = run_sft(config, env, train_config, params, mesh, writer)
-        engine.set_params(unstack_layers(train_config, params))
-        summary["eval_after_sft"] = run_eval(runner, env, config, writer, 0, "after SFT")
+        with clock("sft"):
+            params = run_sft(config, env, train_config, params, mesh, writer)
+            engine.set_params(unstack_layers(train_config, params))
+        heldout["sft"] = run_eval(runner, env.heldout_records, config, writer, config.sft.steps, "after SFT", clock,
+                                  "heldout")
     if config.rl.steps > 0:
-        params = run_grpo(config, env, train_config, params, mesh, writer, runner)
-        summary["eval_after_grpo"] = run_eval(runner, env, config, writer, config.rl.steps, "after GRPO")
+        params = run_grpo(config, env, train_config, params, mesh, writer, runner, clock)
+        heldout["grpo"] = run_eval(runner, env.heldout_records, config, writer, config.rl.steps, "after GRPO", clock,
+                                   "heldout")
     params = unstack_layers(train_config, params)
+    result: dict[str, Any] = {}
     if config.export_hf:
-        export_dir = os.path.join(workdir, "hf_policy")
-        save_hf_checkpoint(model_config, params, export_dir, dtype=model_config.param_dtype)  # not the float32 masters
-        if is_writer():
-            local = tempfile.mkdtemp(prefix="atomsearch_tokenizer_")
-            env.tokenizer.save_pretrained(local)
-            copy_tree(local, export_dir)
-        summary["hf_policy"] = export_dir
+        with clock("export"):
+            export_dir = os.path.join(workdir, "hf_policy")
+            save_hf_checkpoint(model_config, params, export_dir, dtype=model_config.param_dtype)  # not the float32 masters
+            if is_writer():
+                local = tempfile.mkdtemp(prefix="atomsearch_tokenizer_")
+                env.tokenizer.save_pretrained(local)
+                copy_tree(local, export_dir)
+        result["hf_policy"] = export_dir
     writer.close()
+    result.update(job_report.heldout_fields(heldout))
+    cpu = os.times()
+    result.update({"wall_seconds": round(time.time() - started, 1), "time_seconds": clock.seconds(),
+                   "cpu_seconds": round(cpu.user + cpu.system, 1),  # this process; on a shared machine the
+                   # closest measure of the work, wall time then counts other jobs too
+                   "heldout": heldout, "format": env.fmt.name, "model_params": model_config.num_params(),
+                   "seed": config.seed, "sft_steps": config.sft.steps, "grpo_updates": config.rl.steps,
+                   "load_average": {"start": [round(x, 2) for x in load_at_start],
+                                    "end": [round(x, 2) for x in os.getloadavg()]}})
     if is_writer():
+        # summary.json: the stage evaluations under their earlier names (scripts and tools read them).
+        stage_names = {"untrained": "eval_initial", "sft": "eval_after_sft", "grpo": "eval_after_grpo"}
+        summary = {"format": env.fmt.name, "model_params": model_config.num_params(),
+                   **{stage_names[k]: v for k, v in heldout.items()}}
+        if "hf_policy" in result:
+            summary["hf_policy"] = result["hf_policy"]
         (resolve(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    logging.info("summary: %s", json.dumps(summary))
-    return summary
+        job_report.write_report(workdir, result, job_report.read_metrics(os.path.join(workdir, "logs", "metrics.jsonl")))
+        print(job_report.render_table(result), flush=True)
+    return result
 
 
 class _QuietLibraries(logging.Filter):

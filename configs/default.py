@@ -18,9 +18,18 @@ def get_config() -> ml_collections.ConfigDict:
     # Questions and corpus: the synthetic world, or QA files + a retriever for real data.
     c.data = ml_collections.ConfigDict(dict(
         source="world",                  # world | files
-        world_seed=0, world_scale=1.0,
+        world_seed=0, world_scale=2.0,
+        # System prompt version per format on the synthetic world (absent = the format's published prompt;
+        # source=files always uses the published prompts). A model trained from scratch on the world learns
+        # the protocol from SFT, not from instructions, and every row pays for the prompt's tokens.
+        world_prompt_versions=ml_collections.ConfigDict({"atom_searcher": "atom_searcher_brief_v1"}),
+        # Shares of the world's start entities held out: validation (evaluated during training, for tuning)
+        # and test (the held-out questions of report.json, never used for any choice).
+        validation_fraction=0.12, test_fraction=0.28,
         train_files="", eval_files="",    # comma-separated QA files (source=files), any load_qa_file format
-        eval_size=0,                     # questions evaluated per eval set (0 = all; the papers use 512)
+        heldout_files="",                # source=files: the held-out questions ("" = the eval files)
+        eval_size=0,                     # validation questions evaluated per eval set (0 = all; the papers use 512)
+        heldout_size=0,                  # held-out questions evaluated per set (0 = all)
         mixture="",                      # GRPO prompts: "source:weight,..." over the train records; "" = uniform
     ))
     c.search = ml_collections.ConfigDict(dict(
@@ -36,17 +45,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         hf_path="", tokenizer_path="", dtype="float32",
         hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
-        rope_theta=10000.0, max_len=1024,
+        rope_theta=10000.0, max_len=704,
         scan_layers=False,               # train with the layers under one lax.scan (big models; the sampler unrolls)
     ))
 
     c.sft = sft.get_config()
-    c.sft.steps = 240
+    c.sft.steps = 120
     c.sft.batch_size = 16
+    c.sft.length_buckets = 2              # teacher trajectories are bimodal (2-hop / 3-hop): one width each
     c.sft.optimizer.learning_rate = 2e-3
     c.sft.optimizer.warmup_steps = 20
     c.sft.optimizer.schedule = "cosine"
-    c.sft.optimizer.total_steps = 240
+    c.sft.optimizer.total_steps = 120
     c.sft.optimizer.final_lr_ratio = 0.1
     c.sft.checkpoint.save_interval_steps = 40
     # SFT data: trajectory files (comma-separated jsonl/parquet of chat messages, e.g. from
@@ -55,15 +65,16 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.system_prompt = "format"       # format: train behind the format's own prompt (as RL prompts); file: the file's
 
     c.rl = rl.get_config()
-    c.rl.steps = 10
+    c.rl.steps = 20
     c.rl.prompts_per_step = 8
-    c.rl.group_size = 4
+    c.rl.group_size = 8
     c.rl.optimizer.learning_rate = 1e-4
     c.rl.optimizer.warmup_steps = 0
+    c.rl.update_widths = (384, 512, 704)   # update batches padded to one of these: one compile each
     c.rl.loss.eps_low, c.rl.loss.eps_high = 0.2, 0.28
     c.rl.loss.kl_coef = 0.0
     c.rl.rollout.update(
-        max_response_tokens=640, segment_steps=160, max_tool_calls=6, top_p=1.0, top_k=0,
+        max_response_tokens=576, segment_steps=144, max_tool_calls=6, top_p=1.0, top_k=0,
         # The papers sample at 1.0; a ~1M-parameter policy at 1.0 breaks the format in ~3 of 4 samples
         # (measured), which leaves GRPO almost no signal, so the toy default samples at 0.8.
         temperature=0.8)
@@ -75,14 +86,17 @@ def get_config() -> ml_collections.ConfigDict:
         schedule="linear", alpha0=0.5, atr_mode="mean", malformed_policy="penalty",
     )
     c.rl.reward.overlong.update(max_length=0, cache_length=0)   # DAPO overlong shaping off in the toy
+    # Validation (eval_records) every `every` GRPO updates; held-out questions before training, after SFT and
+    # after GRPO. rows_per_batch: 236 held-out questions go in two batches of the engine's 128-row bucket.
     c.eval = ml_collections.ConfigDict(dict(
         every=10, temperature=0.0, n=1,  # n sampled runs per question (avg@n, pass@k, maj@n when > 1)
         initial=True,                    # evaluate the policy before training too
-        rows_per_batch=32,               # rollouts per engine batch
+        rows_per_batch=128,              # rollouts per engine batch
         log_trajectories=2,              # full trajectories written per validation (workdir/eval_trajectories.jsonl)
         # LLM judge of final answers ("LJ"): an OpenAI-compatible server; "" = no judge.
         judge_url="", judge_model="", judge_api_key_env="", judge_prompt_version="answer_judge_v1",
         judge_max_attempts=4, judge_timeout_s=60.0,
     ))
+    c.report = ml_collections.ConfigDict(dict(samples_every=5))   # <workdir>/samples/ every N updates (+ the 1st)
     c.export_hf = True
     return c

@@ -149,6 +149,10 @@ def test_search_failure_is_recorded_rendered_and_excluded(tokenizer, bm25):
     assert not batch["valid"].any(), "samples whose retrieval failed are excluded from the update"
     assert list(training_batch(trajs, np.array([1.0, 0.0]), exclude=np.array([True, False]))["valid"]) == [False] * 2
     assert batch["tokens"].shape[1] % 64 == 0 and list(batch["lengths"]) == [t.length for t in trajs]
+    longest = max(t.length for t in trajs)
+    widths = (longest - 1, longest + 5, longest + 50)  # the smallest width that holds the longest row wins
+    assert training_batch(trajs, np.array([1.0, 0.0]), widths=widths)["tokens"].shape[1] == longest + 5
+    assert training_batch(trajs, np.array([1.0, 0.0]), widths=(longest - 1,))["tokens"].shape[1] % 64 == 0
 
 
 def test_response_budget_stops_rows(tokenizer, bm25):

@@ -41,7 +41,8 @@ def test_train_from_trajectory_file_then_evaluate_and_make_sft_data(tmp_path):
                    "--config.sft.steps=2", "--config.sft.batch_size=4", "--config.sft.optimizer.total_steps=2",
                    "--config.sft.optimizer.warmup_steps=0",
                    "--config.rl.steps=1", "--config.rl.prompts_per_step=2", "--config.rl.group_size=2",
-                   "--config.data.eval_size=2", "--config.eval.every=0", "--config.eval.initial=False")
+                   "--config.data.eval_size=2", "--config.data.heldout_size=2", "--config.eval.every=0",
+                   "--config.eval.initial=False")
     assert f"SFT data: 12 trajectories from {data}" in proc.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["eval_after_sft"]["n"] == 2 and "eval_after_grpo" in summary

@@ -29,6 +29,8 @@ PROMPT_SHA256 = {
     ("search_r1", "search_r1_v1"): "0c23c49da0ad8b6846955294a2f4fc07c3e6f009069b0c255bed05bc04f6b35d",
     ("atom_searcher", "atom_searcher_v1"): "8ac2db6eda0e99e663947bcfdcdf04ea34699abc136d0ba04c5765b226efbee6",
     ("hermes", "hermes_code_v1"): "da0900667f5bb3ca21f3b45489e46464f182fed274b30d49738ae7b3998ca0a4",
+    ("hermes", "hermes_code_search_v1"): "5eb566cac9c8485c908a8512e77e6c46903b5b33e9b1c37f2f437ea7d6d43f36",
+    ("atom_searcher", "atom_searcher_brief_v1"): "897ba6bac942821e9f3f2d73d9e6204779bbf98fcab275868326ea62c112e097",
 }
 
 DOC = {"id": "d1", "contents": '"Paris"\nParis is the capital of France.'}
@@ -75,9 +77,11 @@ def test_registry_names_and_unknown():
 # ---------------------------------------------------------------------------------------------- prompts
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_prompt_version_pinned(name):
-    fmt = get_format(name)
-    digest = hashlib.sha256(fmt.system_prompt().encode()).hexdigest()
-    assert PROMPT_SHA256[(name, fmt.prompt_version)] == digest, "prompt text changed: bump its version name"
+    assert {v for n, v in PROMPT_SHA256 if n == name} == set(FORMATS[name].prompts), "pin every prompt version"
+    for version in FORMATS[name].prompts:
+        fmt = get_format(name, prompt_version=version)
+        digest = hashlib.sha256(fmt.system_prompt().encode()).hexdigest()
+        assert PROMPT_SHA256[(name, version)] == digest, f"prompt text {version} changed: bump its version name"
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))

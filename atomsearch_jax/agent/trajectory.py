@@ -60,19 +60,20 @@ class Trajectory:
 
 
 def training_batch(trajectories: Sequence[Trajectory], rewards: np.ndarray, *, pad_to_multiple: int = 64,
-                   exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   widths: Sequence[int] = (), exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Trainer batch fields: tokens, loss_mask, logprobs ("sampler_logprobs"), lengths, rewards, valid.
 
-    Rows keep the given order (group by group). Lengths are padded to a multiple of `pad_to_multiple`
-    so the update compiles for few shapes; on a multi-process job every process pads to the longest
-    row of any process (the global batch needs one width; every process must call it). valid [B] is
+    Rows keep the given order (group by group). The batch is padded to the smallest of `widths` that
+    holds its longest row, else (no widths, or all too short) to a multiple of `pad_to_multiple`, so the
+    update compiles for few shapes; on a multi-process job every process pads for the longest row of any
+    process (the global batch needs one width; every process must call it). valid [B] is
     False for samples whose retrieval failed or that `exclude` [B] names (e.g. the judge failed on
     them): the trainer leaves them out of the update and of their group's advantage statistics.
     """
     if len(trajectories) != len(rewards):
         raise ValueError(f"{len(trajectories)} trajectories but {len(rewards)} rewards")
     longest = global_max(max(t.length for t in trajectories))
-    width = -(-longest // pad_to_multiple) * pad_to_multiple
+    width = min([w for w in widths if w >= longest], default=-(-longest // pad_to_multiple) * pad_to_multiple)
     b = len(trajectories)
     tokens = np.zeros((b, width), np.int32)
     loss_mask = np.zeros((b, width), np.float32)

@@ -76,6 +76,13 @@ PROMPTS: dict[str, str] = {
         "Put only the final answer (a few words, a number or a name) inside <answer> </answer>, without "
         "explanation. If the question is a yes-or-no question, answer only yes or no."
     ),
+    # For small models trained from scratch (the embedded default): the same protocol in a few words. Such a
+    # model learns the protocol from SFT, not from instructions, and every row pays for the prompt's tokens.
+    "atom_searcher_brief_v1": (
+        "Answer the question. Think in atomic thoughts inside <think> </think>, search with "
+        f'<tool_call>{{"name": "{TOOL_NAME}", "arguments": {{"query": [...]}}}}</tool_call>, '
+        "and give only the final answer inside <answer> </answer>."
+    ),
 }
 
 
