@@ -57,9 +57,9 @@ def rollout_batch(vocab: int, b: int, t: int, prompt: int) -> dict:
 
 
 def group_advantages(rewards: np.ndarray, group: int) -> np.ndarray:
-    """GRPO advantages: rewards standardised within each group of `group` consecutive rows."""
+    """GRPO advantages: rewards standardised (unbiased std, as ours) within each group of `group` rows."""
     r = rewards.reshape(-1, group)
-    return ((r - r.mean(1, keepdims=True)) / (r.std(1, keepdims=True) + 1e-6)).reshape(-1)
+    return ((r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True) + 1e-6)).reshape(-1)
 
 
 class TorchGRPOStep:
