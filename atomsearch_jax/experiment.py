@@ -138,7 +138,8 @@ def make_runner(config: ml_collections.ConfigDict, env: Environment, engine: Eng
     return RolloutRunner(engine, env.tokenizer, env.fmt, env.retriever, RolloutConfig(
         max_response_tokens=r.max_response_tokens, segment_steps=r.segment_steps, max_tool_calls=r.max_tool_calls,
         topk=config.search.topk, max_chars_per_doc=config.search.max_chars_per_doc, temperature=r.temperature,
-        top_p=r.top_p, top_k=r.top_k, max_observation_tokens=r.max_observation_tokens),
+        top_p=r.top_p, top_k=r.top_k, max_observation_tokens=r.max_observation_tokens,
+        kv_cache_gb=r.kv_cache_gb),
         code_interpreter=env.code_interpreter)
 
 

@@ -25,7 +25,8 @@ def get_config():
     c.format = "atom_searcher"
     mixture = ",".join(f"{k}:{v:g}" for k, v in DEEPRESEARCHER_WEIGHTS.items())
     c.data.update(source="files", train_files="", eval_files="", eval_size=512, mixture=mixture)
-    c.model.update(hf_path="", dtype="bfloat16", max_len=16384, scan_layers=True)  # max_len: ours
+    c.model.update(hf_path="", preset="qwen2.5-7b", dtype="bfloat16", max_len=16384, scan_layers=True,
+                   attention="auto")  # max_len: ours
     c.mesh.update(data=1, fsdp=-1, tensor=4)
     c.search.update(retriever="", topk=5, max_chars_per_doc=1500)  # ours (web pages are browsed in the paper)
     # SFT on the teacher's trajectory file first: ~1k trajectories x 3 epochs at 64 per step.
@@ -46,6 +47,9 @@ def get_config():
     # Entropy regulation: on (the paper publishes neither window nor thresholds; these are ours).
     c.rl.entropy_regulation.update(enabled=True, knob="entropy_coef", window=10, mode="relative", low=0.5, high=1.5)
     # 10 tool calls x (2000 new tokens + results) would exceed any cache: the total is ours.
+    # 4096 rows x 16384 slots would be 3.9 TB of KV cache; chunks of 1024 rows keep it at 15 GB per chip
+    # on 64 chips (python -m atomsearch_jax.plan --config=configs/atom_searcher_qwen7b.py --devices=64 --hbm_gb=95).
+    c.rl.rollout.update(kv_cache_gb=16.0)
     c.rl.rollout.update(max_response_tokens=12000, segment_steps=2000, max_tool_calls=10,
                         max_observation_tokens=0, temperature=1.0, top_p=1.0, top_k=0)
     c.rl.reward.update(outcome="deepresearcher", judge="http", judge_url="", judge_model="Qwen3-30B-A3B",

@@ -44,9 +44,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Model: a Qwen2.5 checkpoint directory, or a fresh tiny Qwen2.5-shaped model (vocab from the tokenizer).
     c.model = ml_collections.ConfigDict(dict(
         hf_path="", tokenizer_path="", dtype="float32",
+        preset="",                       # architecture for the memory planner when hf_path has no config.json
         hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
         rope_theta=10000.0, max_len=704,
         scan_layers=False,               # train with the layers under one lax.scan (big models; the sampler unrolls)
+        attention="auto",                # auto | reference | blockwise | dot_product | pallas (model/attention.py)
+        attention_block=512,             # key-block size of the blockwise kernel (slots)
     ))
 
     c.sft = sft.get_config()

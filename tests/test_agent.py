@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from atomsearch_jax.agent import RolloutConfig, RolloutRunner, rollout_metrics, training_batch
+from atomsearch_jax.agent.chunking import kv_cache_bytes_per_device
 from atomsearch_jax.data import QARecord
 from atomsearch_jax.formats import get_format
 from atomsearch_jax.generate import Engine
@@ -161,3 +162,34 @@ def test_response_budget_stops_rows(tokenizer, bm25):
     runner = RolloutRunner(engine, tokenizer, fmt, bm25, RolloutConfig(max_response_tokens=60, max_tool_calls=50))
     (t,) = runner.run([QARecord(id="q", question="Where is Velmora?", golden_answers=["x"], source="t")])
     assert t.stop_reason in ("no_room", "length") and t.response_length <= 60
+
+
+def test_chunked_rollouts_sample_the_same_trajectories_as_one_batch(tokenizer, bm25):
+    """A KV-cache budget that holds one group per state gives the trajectories of one big state."""
+    fmt = get_format("research")
+    engine = bigram_engine(tokenizer, script(tokenizer, fmt), max_len=320)
+    # Soften the scripted successors (the final norm scales the one-hot hidden state by sqrt(V)) to
+    # logit 8, p ~ 0.6, so rows diverge at temperature 1: the test then depends on every row keeping
+    # its own PRNG stream across chunks.
+    scale = 8.0 / np.sqrt(engine.config.vocab_size)
+    engine.params["lm_head"]["kernel"] = np.asarray(engine.params["lm_head"]["kernel"]) * scale
+    records = [QARecord(id=f"q{i}", question="Where is Velmora?", golden_answers=["Ostrand"], source="t")
+               for i in range(3)]
+    one_group_gb = kv_cache_bytes_per_device(engine.config, 2, engine.max_len) / 1e9
+    runs = {}
+    for budget in (0.0, 1.5 * one_group_gb):
+        config = RolloutConfig(max_response_tokens=48, topk=1, max_chars_per_doc=60, temperature=1.0,
+                               kv_cache_gb=budget)
+        runner = RolloutRunner(engine, tokenizer, fmt, bm25, config)
+        runs[budget] = runner.run(records, n=2, seed=7)
+        assert runner.last_stats["rollout/chunks"] == (1 if budget == 0 else 3)
+    whole, chunked = runs[0.0], runs[1.5 * one_group_gb]
+    groups = [[tuple(t.tokens) for t in whole[i:i + 2]] for i in (0, 2, 4)]
+    assert len({tuple(g) for g in groups}) == 3, "groups must differ for the test to mean anything"
+    assert any(t.tool_calls for t in whole)
+    for a, b in zip(whole, chunked):
+        assert (a.record_index, a.sample_index, a.tool_calls, a.stop_reason) == (b.record_index, b.sample_index,
+                                                                                 b.tool_calls, b.stop_reason)
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        np.testing.assert_array_equal(a.loss_mask, b.loss_mask)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)

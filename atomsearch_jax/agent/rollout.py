@@ -13,6 +13,7 @@ A failed search or sandbox is rendered as a failure message, counted on the traj
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -22,6 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from atomsearch_jax.agent.search_calls import answer_calls
+from atomsearch_jax.agent.chunking import groups_per_chunk
 from atomsearch_jax.agent.trajectory import Trajectory
 from atomsearch_jax.formats import CODE_TOOL, AgentFormat
 from atomsearch_jax.generate import Engine, StopReason, sampling_arrays
@@ -37,6 +39,8 @@ class RolloutConfig:
     max_tool_calls: tool calls allowed per trajectory (DeepResearcher: 10); one more ends the row.
     topk / max_chars_per_doc: retrieval depth and per-document budget of the rendered results.
     max_observation_tokens: cap on each inserted result's tokens (Search-R1's max_obs_length); 0 = none.
+    kv_cache_gb: per-device KV-cache budget of one engine state (GB); a batch whose cache exceeds it
+      is rolled out in chunks of whole groups (0 = the whole batch in one state).
     """
 
     max_response_tokens: int = 512
@@ -48,6 +52,7 @@ class RolloutConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    kv_cache_gb: float = 0.0
 
 
 @dataclasses.dataclass
@@ -92,9 +97,35 @@ class RolloutRunner:
         index of records[0] when they are one process's share of a larger batch (`process_share`): sample
         r of record i draws from the PRNG stream of global row (first_record + i) * n + r, so trajectories
         do not depend on how the batch was split; it is also their `record_index` offset.
+        The groups are rolled out in chunks sized from config.kv_cache_gb (one engine state each);
+        the row streams depend only on the global row, so the trajectories do not depend on the chunking
+        either.
         """
-        cfg, engine = self.config, self.engine
+        if not records:
+            raise ValueError("RolloutRunner.run needs at least one record")
+        engine = self.engine
         started = time.perf_counter()
+        per_chunk = groups_per_chunk(engine.config, groups=len(records), group_size=n, max_len=engine.max_len,
+                                     budget_gb=self.config.kv_cache_gb, mesh=engine.mesh)
+        counts: collections.Counter = collections.Counter()
+        trajectories: list[Trajectory] = []
+        for first in range(0, len(records), per_chunk):
+            trajectories += self._run_chunk(records[first:first + per_chunk], n, first_record + first, seed,
+                                             temperature, counts)
+            counts["chunks"] += 1
+        elapsed = time.perf_counter() - started
+        generated = sum(t.generated_tokens for t in trajectories)
+        self.last_stats = {"rollout/time_s": elapsed, "rollout/segments": float(counts["segments"]),
+                           "rollout/chunks": float(counts["chunks"]),
+                           "rollout/search_calls": float(counts["searches"]),
+                           "rollout/search_time_s": float(counts["search_time"]),
+                           "rollout/generated_tokens_per_s": generated / max(elapsed, 1e-9)}
+        return trajectories
+
+    def _run_chunk(self, records: Sequence[Any], n: int, first_record: int, seed: int, temperature: float | None,
+                   counts: collections.Counter) -> list[Trajectory]:
+        """One engine state's rollouts: records[i] is the batch's record first_record + i."""
+        cfg, engine = self.config, self.engine
         prompts = [self.prompt_ids(r.question) for r in records]
         rows = len(records) * n
         # Row counts are bucketed to powers of two so batches of other sizes (e.g. the last evaluation
@@ -105,11 +136,9 @@ class RolloutRunner:
                                    top_k=cfg.top_k, top_p=cfg.top_p)
         books = [_RowBook() for _ in range(rows)]
         pending: dict[int, concurrent.futures.Future] = {}  # row -> its running code execution
-        segments = searches = 0
-        search_time = 0.0
         while True:
             state, view = engine.decode(state, max_steps=cfg.segment_steps, sampling=sampling, stops=self.stops)
-            segments += 1
+            counts["segments"] += 1
             calls: dict[int, list[str]] = {}
             failures: dict[int, str] = {}
             invalid: dict[int, str] = {}  # row -> why its tool call could not be parsed
@@ -140,8 +169,8 @@ class RolloutRunner:
             if calls:
                 t0 = time.perf_counter()
                 rendered.update(self._search_and_render(calls, books))
-                search_time += time.perf_counter() - t0
-                searches += len(calls)
+                counts["search_time"] += time.perf_counter() - t0
+                counts["searches"] += len(calls)
             rendered.update({row: self.fmt.render_failure(msg) for row, msg in failures.items()})
             rendered.update({row: self.fmt.render_invalid_call(why) for row, why in invalid.items()})
             if pending and not rendered and not view.live_rows():  # nothing can decode: wait for a result
@@ -168,13 +197,7 @@ class RolloutRunner:
             if not spans and not view.live_rows() and not pending:
                 break
             state = engine.append(state, spans)
-        trajectories = self._export(state, records, n, books, first_record)
-        elapsed = time.perf_counter() - started
-        generated = sum(t.generated_tokens for t in trajectories)
-        self.last_stats = {"rollout/time_s": elapsed, "rollout/segments": float(segments),
-                           "rollout/search_calls": float(searches), "rollout/search_time_s": search_time,
-                           "rollout/generated_tokens_per_s": generated / max(elapsed, 1e-9)}
-        return trajectories
+        return self._export(state, records, n, books, first_record)
 
     def _submit_code(self, row: int, code: str, pending: dict, failures: dict, book: _RowBook) -> None:
         book.code_calls += 1

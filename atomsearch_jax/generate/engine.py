@@ -442,9 +442,16 @@ def _placing(jit: Callable, fn: Callable, *, in_shardings: tuple, **jit_kwargs: 
         n = len(in_shardings)
         return compiled(*jax.tree_util.tree_map(place, in_shardings, tuple(args[:n])), *args[n:])
 
+    call.lower = compiled.lower  # AOT lowering at abstract shapes (the memory planner)
     return call
 
 
 @functools.lru_cache(maxsize=None)
 def _programs(setup: steps.ModelSetup, max_len: int) -> _Programs:
     return _Programs(setup, max_len)
+
+
+def device_programs(config: ModelConfig, mesh: Mesh | None, max_len: int) -> _Programs:
+    """The jitted (and, with a mesh, explicitly sharded) prefill / decode / append / logits programs an
+    Engine with this config, mesh and max_len runs (for AOT lowering, e.g. the memory planner)."""
+    return _programs(steps.ModelSetup(config, mesh), int(max_len))

@@ -37,6 +37,7 @@ def rollout_config() -> ml_collections.ConfigDict:
         temperature=1.0,            # > 0 (the papers: 1.0)
         top_p=1.0,                  # 1 = off
         top_k=0,                    # 0 = off
+        kv_cache_gb=0.0,            # per-device KV-cache budget of one rollout chunk (GB); 0 = the batch in one chunk
     ))
 
 
