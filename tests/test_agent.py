@@ -193,3 +193,10 @@ def test_chunked_rollouts_sample_the_same_trajectories_as_one_batch(tokenizer, b
         np.testing.assert_array_equal(a.tokens, b.tokens)
         np.testing.assert_array_equal(a.loss_mask, b.loss_mask)
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
+    # A process's share (records 1.. of the batch, first_record=1) in chunks samples the same rows too.
+    config = RolloutConfig(max_response_tokens=48, topk=1, max_chars_per_doc=60, temperature=1.0,
+                           kv_cache_gb=1.5 * one_group_gb)
+    share = RolloutRunner(engine, tokenizer, fmt, bm25, config).run(records[1:], n=2, seed=7, first_record=1)
+    assert [(t.record_index, t.sample_index) for t in share] == [(t.record_index, t.sample_index) for t in whole[2:]]
+    for a, b in zip(whole[2:], share):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
