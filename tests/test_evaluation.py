@@ -220,7 +220,7 @@ def test_evaluation_loop_scores_judges_and_batches_scripted_trajectories():
 
 
 def test_training_validation_logs_per_set_metrics_and_trajectories(tmp_path):
-    import types
+    from atomsearch_jax.report import PhaseClock
 
     import configs.default as default
     from atomsearch_jax.formats import get_format
@@ -246,7 +246,8 @@ def test_training_validation_logs_per_set_metrics_and_trajectories(tmp_path):
     config = default.get_config()
     config.workdir, config.eval.log_trajectories = str(tmp_path), 2
     writer = Writer()
-    average = run_eval(runner, types.SimpleNamespace(eval_records=records), config, writer, 7, "after SFT")
+    clock = PhaseClock()
+    average = run_eval(runner, records, config, writer, 7, "after SFT", clock)
     assert average["em"] == pytest.approx((0.5 + 1.0) / 2) and average["n"] == 3
     ((step, scalars),) = writer.logged
     assert step == 7 and scalars["eval/nq/em"] == 0.5 and scalars["eval/hotpotqa/em"] == 1.0
