@@ -25,12 +25,13 @@ from atomsearch_jax.formats.base import (
     AtomicThought,
     FormatReport,
     ToolCall,
+    call_arguments,
     check_tool_turn,
     find_blocks,
     neutralize,
     split_title_text,
     strip_trailing_specials,
-    tool_call_body,
+    tool_call_object,
     tool_response_turn,
     truncate_chars,
 )
@@ -147,26 +148,18 @@ def search_payload(results: Sequence[Sequence[dict]], max_chars_per_doc: int | N
     return _dump(payload)
 
 
-def parse_call_json(body: str) -> tuple[list[str] | None, str | None]:
-    """Queries of a `<tool_call>` body (`{"name": "web_search", "arguments": {"query": [..]}}`).
+def search_call_queries(call: dict, max_queries: int) -> tuple[list[str] | None, str | None]:
+    """Queries of a decoded search call (`{"name": "web_search", "arguments": {"query": [..]}}`), at most
+    `max_queries` of them.
 
     Tolerates a single string query and `arguments` serialized as a JSON string; rejects anything else
     with a reason.
     """
-    try:
-        call = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as err:
-        return None, f"tool call is not valid JSON ({err.__class__.__name__}: {str(err)[:80]})"
-    if not isinstance(call, dict):
-        return None, "tool call JSON is not an object"
     if call.get("name") != TOOL_NAME:
         return None, f"unknown tool {str(call.get('name'))[:40]!r} (expected {TOOL_NAME!r})"
-    args = call.get("arguments")
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except (json.JSONDecodeError, RecursionError):
-            return None, "tool call arguments string is not valid JSON"
+    args, reason = call_arguments(call)
+    if reason:
+        return None, reason
     if not isinstance(args, dict) or "query" not in args:
         return None, "tool call arguments have no 'query'"
     query = args["query"]
@@ -176,6 +169,8 @@ def parse_call_json(body: str) -> tuple[list[str] | None, str | None]:
     queries = [q.strip() for q in queries if q.strip()]
     if not queries:
         return None, "tool call has no non-empty query"
+    if len(queries) > max_queries:
+        return None, f"too many queries in one call ({len(queries)} > {max_queries})"
     return queries, None
 
 
@@ -196,14 +191,12 @@ class AtomSearcherFormat(AgentFormat):
 
     # -- tool calls -----------------------------------------------------------------------------------
     def parse_tool_call_with_reason(self, segment_text: str) -> tuple[ToolCall | None, str | None]:
-        body, raw, reason = tool_call_body(segment_text)
-        if body is None:
+        call, raw, reason = tool_call_object(segment_text)
+        if call is None:
             return None, reason
-        queries, reason = parse_call_json(body)
+        queries, reason = search_call_queries(call, self.max_queries_per_call)
         if queries is None:
             return None, reason
-        if len(queries) > self.max_queries_per_call:
-            return None, f"too many queries in one call ({len(queries)} > {self.max_queries_per_call})"
         return ToolCall(queries=queries, raw=raw), None
 
     def render_results(self, results: Sequence[Sequence[dict]], *, max_chars_per_doc: int | None = None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import re
 from typing import Any, NamedTuple, Sequence
 
@@ -253,6 +254,34 @@ def tool_call_body(segment_text: str) -> tuple[str | None, str, str | None]:
     if start < 0:
         return None, "", "</tool_call> without a preceding <tool_call>"
     return stripped[start + len("<tool_call>") : body_end], stripped[start:], None
+
+
+def tool_call_object(segment_text: str) -> tuple[dict | None, str, str | None]:
+    """(call, raw call text, reason) of the JSON `<tool_call>` that ends `segment_text` (Hermes style,
+    `{"name": …, "arguments": {…}}`). call is None when no call ends the segment (reason None) or its
+    body is not a JSON object (reason says why)."""
+    body, raw, reason = tool_call_body(segment_text)
+    if body is None:
+        return None, raw, reason
+    try:
+        call = json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as err:
+        return None, raw, f"tool call is not valid JSON ({err.__class__.__name__}: {str(err)[:80]})"
+    if not isinstance(call, dict):
+        return None, raw, "tool call JSON is not an object"
+    return call, raw, None
+
+
+def call_arguments(call: dict) -> tuple[Any, str | None]:
+    """(arguments, reason) of a decoded tool call; arguments serialized as a JSON string (as OpenAI's
+    API sends them) are decoded too. The caller checks their shape."""
+    args = call.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except (json.JSONDecodeError, RecursionError):
+            return None, "tool call arguments string is not valid JSON"
+    return args, None
 
 
 class ToolTurnCheck(NamedTuple):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from atomsearch_jax.formats.atom_searcher import parse_call_json, search_payload
+from atomsearch_jax.formats.atom_searcher import search_call_queries, search_payload
 from atomsearch_jax.formats.base import (
     CODE_TOOL,
     SEARCH_TOOL,
@@ -25,9 +25,10 @@ from atomsearch_jax.formats.base import (
     AtomicThought,
     FormatReport,
     ToolCall,
+    call_arguments,
     check_tool_turn,
     neutralize,
-    tool_call_body,
+    tool_call_object,
     strip_trailing_specials,
     tool_response_turn,
 )
@@ -82,12 +83,9 @@ PROMPTS: dict[str, str] = {version: _prompt(tools) for version, tools in PROMPT_
 
 
 def _parse_code_call(call: dict) -> tuple[str | None, str | None]:
-    args = call.get("arguments")
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except (json.JSONDecodeError, RecursionError):
-            return None, "tool call arguments string is not valid JSON"
+    args, reason = call_arguments(call)
+    if reason:
+        return None, reason
     if not isinstance(args, dict) or not isinstance(args.get("code"), str):
         return None, f"{CODE_TOOL} call needs arguments {{\"code\": <string>}}"
     if not args["code"].strip():
@@ -111,25 +109,17 @@ class HermesFormat(AgentFormat):
 
     # -- tool calls -----------------------------------------------------------------------------------
     def parse_tool_call_with_reason(self, segment_text: str) -> tuple[ToolCall | None, str | None]:
-        body, raw, reason = tool_call_body(segment_text)
-        if body is None:
+        call, raw, reason = tool_call_object(segment_text)
+        if call is None:
             return None, reason
-        try:
-            call = json.loads(body)
-        except (json.JSONDecodeError, RecursionError) as err:
-            return None, f"tool call is not valid JSON ({err.__class__.__name__}: {str(err)[:80]})"
-        if not isinstance(call, dict):
-            return None, "tool call JSON is not an object"
         name = call.get("name")
         if name == CODE_TOOL and CODE_TOOL in self.tools:
             code, reason = _parse_code_call(call)
             return (None, reason) if code is None else (ToolCall([], raw, CODE_TOOL, {"code": code}), None)
         if name == SEARCH_FUNCTION and SEARCH_TOOL in self.tools:
-            queries, reason = parse_call_json(body)
+            queries, reason = search_call_queries(call, self.max_queries_per_call)
             if queries is None:
                 return None, reason
-            if len(queries) > self.max_queries_per_call:
-                return None, f"too many queries in one call ({len(queries)} > {self.max_queries_per_call})"
             return ToolCall(queries, raw, SEARCH_TOOL, {"query": queries}), None
         offered = [CODE_TOOL if t == CODE_TOOL else SEARCH_FUNCTION for t in self.tools]
         return None, f"unknown tool {str(name)[:40]!r} (offered: {offered})"
