@@ -12,6 +12,7 @@ import math
 import time
 from typing import Callable, Sequence
 
+from atomsearch_jax.clients import Reply
 from atomsearch_jax.formats import AtomicThought
 
 
@@ -26,20 +27,19 @@ class GradeRequest:
 
 
 @dataclasses.dataclass(frozen=True)
-class GradeResult:
-    """scores: one per thought in [0, 1] (None = not scored), or None when grading failed; error: the
-    failure (last one seen when retried); attempts: calls made; raw: the judge's last reply (cut to 2000
-    chars) for debugging; seconds: wall time spent on this request."""
+class GradeResult(Reply):
+    """One request's grading, shaped like any external call's outcome (`clients.Reply`): value holds the
+    scores, one per thought in [0, 1] (None = not scored), or None when grading failed; error: the failure
+    (last one seen when retried); attempts: calls made; raw: the judge's last reply (cut to 2000 chars)
+    for debugging; seconds: wall time spent on this request."""
 
-    scores: list[float | None] | None
-    error: str | None = None
-    attempts: int = 0
-    raw: str = ""
-    seconds: float = 0.0
+    @property
+    def scores(self) -> list[float | None] | None:
+        return self.value
 
     @property
     def ok(self) -> bool:
-        return self.scores is not None and self.error is None
+        return self.value is not None and self.error is None
 
 
 class Judge(abc.ABC):
