@@ -12,7 +12,9 @@ with the real search tool, filtered and deduplicated, written as a trajectory fi
 
 Writes OUT (one trajectory per line, chat messages with the tool results) and OUT.stats.json (rejections
 per filter, teacher and search failures, atomic-thought tags used). Train on it with
-`--config.sft.trajectory_files=OUT`.
+`--config.sft.trajectory_files=OUT`. When the teacher (or search) failed on more than
+--max_teacher_failure_rate (--max_search_failure_rate) of the samples so far, the run stops: OUT holds
+what was kept until then, OUT.stats.json says why under "stopped", and the exit status is non-zero.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ from atomsearch_jax.evaluation.datasets import subsample
 from atomsearch_jax.experiment import build_environment, build_model
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.parallel import make_mesh
-from atomsearch_jax.sft_data import FilterConfig, expand_prompts, generate_sft_data, seed_prompts, write_sft_data
+from atomsearch_jax.sft_data import (FailureLimits, FilterConfig, TooManyFailures, expand_prompts, generate_sft_data,
+                                    seed_prompts, write_sft_data)
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file (format, "
                                           "search, tokenizer, data; model.hf_path for a JAX teacher).")
@@ -59,6 +62,10 @@ _MAX_CALLS = flags.DEFINE_integer("max_tool_calls", None, "Most tool calls (defa
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", None, "Longest kept SFT row, tokens (default: config.model.max_len).")
 _PER_QUESTION = flags.DEFINE_integer("max_per_question", 1, "Kept trajectories per question.")
 _BATCH = flags.DEFINE_integer("questions_per_batch", 8, "Questions rolled out together.")
+_MAX_TEACHER_FAILURES = flags.DEFINE_float("max_teacher_failure_rate", 0.5, "Stop when the teacher failed (after "
+                                           "retries) on more than this share of the samples so far.")
+_MAX_SEARCH_FAILURES = flags.DEFINE_float("max_search_failure_rate", 0.5, "Stop when more than this share of the "
+                                          "samples so far had a failed search.")
 
 
 def _backend(config, env):
@@ -96,13 +103,21 @@ def main(argv) -> None:
         temperature=_TEMPERATURE.value))
     prompts, expansion = expand_prompts(chat_client, seed_prompts(_SEEDS.value), _PER_SEED.value)
     logging.info("system prompts: %d (%s)", len(prompts), json.dumps(expansion))
-    result = generate_sft_data(rollout, records, prompts, k=_K.value, seed=config.seed,
-                               questions_per_batch=_BATCH.value, filters=FilterConfig(
-                                   f1_threshold=_F1.value, min_agreement=_AGREEMENT.value,
-                                   min_tool_calls=_MIN_CALLS.value, max_tool_calls=max_calls, max_tokens=max_tokens,
-                                   max_per_question=_PER_QUESTION.value))
-    write_sft_data(result, _OUT.value, {"expansion": expansion, "seed_prompts": _SEEDS.value,
-                                        "teacher": _TEACHER_MODEL.value or config.model.hf_path})
+    run_info = {"expansion": expansion, "seed_prompts": _SEEDS.value,
+                "teacher": _TEACHER_MODEL.value or config.model.hf_path}
+    try:
+        result = generate_sft_data(
+            rollout, records, prompts, k=_K.value, seed=config.seed, questions_per_batch=_BATCH.value,
+            filters=FilterConfig(f1_threshold=_F1.value, min_agreement=_AGREEMENT.value,
+                                 min_tool_calls=_MIN_CALLS.value, max_tool_calls=max_calls, max_tokens=max_tokens,
+                                 max_per_question=_PER_QUESTION.value),
+            failure_limits=FailureLimits(teacher=_MAX_TEACHER_FAILURES.value, search=_MAX_SEARCH_FAILURES.value))
+    except TooManyFailures as err:
+        write_sft_data(err.partial, _OUT.value, run_info)
+        raise SystemExit(f"make_sft_data stopped after {err.partial.stats['questions']} of {len(records)} questions: "
+                         f"{err} (teacher {_TEACHER_URL.value or config.model.hf_path}); the "
+                         f"{len(err.partial.kept)} trajectories kept so far are in {_OUT.value}") from None
+    write_sft_data(result, _OUT.value, run_info)
     print(json.dumps(result.stats, indent=2))
     logging.info("wrote %d trajectories to %s (+ .stats.json)", len(result.kept), _OUT.value)
 

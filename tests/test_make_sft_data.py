@@ -1,6 +1,8 @@
 """`make_sft_data` as a user runs it, against a loopback OpenAI-compatible server playing the teacher
 (scripted, malformed, slow, failing and stop-string-less replies): exactly the expected filtered set,
-loss masks on the teacher's own turns only, failures counted; plus the filters on hand-made samples."""
+loss masks on the teacher's own turns only, failures counted; a teacher failing past the failure rate
+stops the run with the data kept so far; plus the filters on hand-made samples."""
+import dataclasses
 import json
 import re
 
@@ -12,7 +14,8 @@ from atomsearch_jax.agent.text_rollout import TextTrajectory
 from atomsearch_jax.data import QARecord
 from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
 from atomsearch_jax.formats import get_format
-from atomsearch_jax.sft_data import FilterConfig, filter_question, seed_prompts
+from atomsearch_jax.sft_data import (FailureLimits, FilterConfig, SystemPrompt, TooManyFailures, filter_question,
+                                    generate_sft_data, seed_prompts)
 from atomsearch_jax.sft_data.seed_prompts import SEED_PROMPTS
 from chat_fakes import ScriptedChatServer, completion_body
 from cli_helpers import run_cli
@@ -66,12 +69,7 @@ def teacher(body, attempt):
 
 @pytest.mark.shared_data
 def test_make_sft_data_against_a_scripted_teacher(tmp_path, qwen_tokenizer_dir):
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"id": str(i), "contents": c}) + "\n" for i, c in enumerate(
-        ['"Paris"\nParis is the capital of France.', '"Lyon"\nLyon is a city in France.', '"Rome"\nRome is in Italy.'])))
-    questions = tmp_path / "questions.jsonl"
-    questions.write_text("".join(json.dumps({"id": k, "question": f"{k}: what is the capital of France?",
-                                             "golden_answers": ["Paris"]}) + "\n" for k in QUESTIONS))
+    corpus, questions = write_inputs(tmp_path, QUESTIONS)
     out = tmp_path / "sft" / "data.jsonl"
     with ScriptedChatServer(teacher) as server:
         run_cli("make_sft_data", "--config=configs/default.py", "--config.data.source=files",
@@ -104,12 +102,82 @@ def test_make_sft_data_against_a_scripted_teacher(tmp_path, qwen_tokenizer_dir):
         assert "Paris is the capital of France." in environment and "<tool_response>" in environment
 
 
+def write_inputs(tmp_path, kinds):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "contents": c}) + "\n" for i, c in enumerate(
+        ['"Paris"\nParis is the capital of France.', '"Lyon"\nLyon is a city in France.', '"Rome"\nRome is in Italy.'])))
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"id": k, "question": f"{k}: what is the capital of France?",
+                                             "golden_answers": ["Paris"]}) + "\n" for k in kinds))
+    return corpus, questions
+
+
+@pytest.mark.shared_data
+def test_make_sft_data_stops_past_the_teacher_failure_rate(tmp_path, qwen_tokenizer_dir):
+    def failing_teacher(body, attempt):
+        if _QUESTION.findall(body["prompt"])[0].startswith("down"):
+            return 500, b"teacher overloaded"
+        return teacher(body, attempt)
+
+    corpus, questions = write_inputs(tmp_path, ["good1", "down1", "down2", "down3", "good2"])
+    out = tmp_path / "data.jsonl"
+    with ScriptedChatServer(failing_teacher) as server:
+        proc = run_cli("make_sft_data", "--config=configs/default.py", "--config.data.source=files",
+                       f"--config.model.tokenizer_path={qwen_tokenizer_dir}", f"--config.search.retriever=bm25:{corpus}",
+                       "--config.search.topk=1", "--config.model.max_len=2048", f"--qa_files={questions}",
+                       f"--teacher_url={server.url}/v1", "--teacher_model=teacher-72b", "--teacher_max_attempts=1",
+                       "--prompts_per_seed=0", "--samples_per_question=2", "--max_tool_calls=2",
+                       "--questions_per_batch=2", "--max_teacher_failure_rate=0.5", f"--workdir={tmp_path / 'work'}",
+                       f"--out={out}", check=False)
+        asked = {_QUESTION.findall(body["prompt"])[0] for _, body, _ in server.requests}
+    # Batch 1 (good1, down1): 2 of 4 samples failed, not more than half; batch 2 (down2, down3): 6 of 8.
+    assert proc.returncode != 0
+    assert ("make_sft_data stopped after 4 of 5 questions: the teacher failed on 6 of 8 samples (75% > max teacher "
+            "failure rate 50%); last errors: ['HTTP 500: teacher overloaded'") in proc.stderr, proc.stderr[-3000:]
+    assert asked == {"good1", "down1", "down2", "down3"}  # good2 was never rolled out
+    stats = json.loads((tmp_path / "data.jsonl.stats.json").read_text())
+    assert stats["questions"] == 4 and stats["samples"] == 8 and stats["generation_errors"] == 6
+    assert stats["stopped"].startswith("the teacher failed on 6 of 8 samples")
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["good1"]  # kept so far
+
+
 def sample(answer, *, calls=1, stop="answer", failures=0, response=None):
     record = QARecord("q", "capital of France?", ["Paris"], "t")
     text = response or (CALL + FMT.render_results([[{"contents": '"P"\nParis'}]]) +
                         FMT.render_turn([("VERIFICATION", f"so {answer}")], answer=answer))
     return TextTrajectory(record, 0, "", "", segments=[(text, True)], stop_reason=stop, tool_calls=calls,
                           search_failures=failures)
+
+
+def test_search_failures_past_their_rate_stop_with_the_data_kept_so_far():
+    class Rollout:  # question "cut": every sample's search failed
+        fmt = FMT
+
+        class tokenizer:  # characters as tokens, a plain chat layout
+            @staticmethod
+            def encode(text, add_special_tokens=False):
+                return list(text)
+
+            @staticmethod
+            def apply_chat_template(messages, tokenize=False, add_generation_prompt=True):
+                return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+
+        def run(self, items, n, seed, temperature):
+            return [dataclasses.replace(sample("Paris", failures=int(record.id == "cut")), record=record)
+                    for record, _ in items for _ in range(n)]
+
+    records = [QARecord(i, f"{i}?", ["Paris"], "t") for i in ("ok", "cut", "never")]
+    prompts = [SystemPrompt("seed01", "Plan first.")]
+    with pytest.raises(TooManyFailures, match=r"the search failed on 2 of 4 samples \(50% > max search failure "
+                                              r"rate 40%\)$") as stop:
+        generate_sft_data(Rollout(), records, prompts, k=2, filters=FilterConfig(min_tool_calls=1), progress=False,
+                          questions_per_batch=1, failure_limits=FailureLimits(teacher=0.0, search=0.4))
+    assert [t.record.id for t, _ in stop.value.partial.kept] == ["ok"]
+    assert stop.value.partial.stats["questions"] == 2 and stop.value.partial.stats["rejected"]["search_failed"] == 2
+    # Within the limit the whole set is processed.
+    result = generate_sft_data(Rollout(), records, prompts, k=2, filters=FilterConfig(min_tool_calls=1),
+                               progress=False, failure_limits=FailureLimits(search=0.5))
+    assert result.stats["questions"] == 3 and result.stats["samples_with_search_failures"] == 2
 
 
 def test_filters_majority_threshold_bounds_and_dedup():

@@ -6,7 +6,10 @@ rollouts per question with the real search tool -> filters -> deduplicated traje
     write_sft_data(result, "sft.jsonl")      # trajectory-file format, + sft.jsonl.stats.json
 
 Questions are rolled out in batches; each question gets one system prompt (cycling through the prompts
-in a seeded random order) for all its k samples, so the majority vote compares like with like.
+in a seeded random order) for all its k samples, so the majority vote compares like with like. Failed
+teacher requests and searches are retried by their clients, then recorded per sample; when, after a
+batch, the share of samples the teacher failed on (or whose searches failed) passes its `FailureLimits`
+rate, the pipeline stops with `TooManyFailures`, which carries what was kept so far.
 """
 from __future__ import annotations
 
@@ -35,6 +38,35 @@ class SFTDataResult:
     format_name: str
 
 
+@dataclasses.dataclass(frozen=True)
+class FailureLimits:
+    """Largest tolerated shares of samples (over all batches so far) that the teacher failed on, and that
+    had a failed search; past either the run stops. 1.0 = never stop."""
+
+    teacher: float = 0.5
+    search: float = 0.5
+
+
+class TooManyFailures(RuntimeError):
+    """The teacher or the search service failed too often; `partial` holds the data kept until then (its
+    stats say why it stopped under "stopped")."""
+
+    def __init__(self, message: str, partial: SFTDataResult):
+        super().__init__(message)
+        self.partial = partial
+
+
+def _failure_message(counters: collections.Counter, limits: FailureLimits, last_errors: Sequence[str]) -> str | None:
+    samples = counters["samples"]
+    for service, key, limit in (("teacher", "generation_errors", limits.teacher),
+                                ("search", "samples_with_search_failures", limits.search)):
+        if counters[key] > limit * samples:
+            last = f"; last errors: {list(last_errors)}" if service == "teacher" and last_errors else ""
+            return (f"the {service} failed on {counters[key]} of {samples} samples "
+                    f"({counters[key] / samples:.0%} > max {service} failure rate {limit:.0%}){last}")
+    return None
+
+
 def _tag_stats(kept: Sequence[TextTrajectory], fmt: Any) -> dict[str, Any]:
     tags = collections.Counter()
     per_trajectory = []
@@ -48,8 +80,10 @@ def _tag_stats(kept: Sequence[TextTrajectory], fmt: Any) -> dict[str, Any]:
 
 def generate_sft_data(rollout: TextRollout, records: Sequence[Any], prompts: Sequence[SystemPrompt], *, k: int,
                       filters: FilterConfig, questions_per_batch: int = 8, seed: int = 0,
-                      temperature: float | None = None, progress: bool = True) -> SFTDataResult:
-    """k samples per record, filtered (see `filters`); returns the kept trajectories and statistics."""
+                      temperature: float | None = None, progress: bool = True,
+                      failure_limits: FailureLimits = FailureLimits()) -> SFTDataResult:
+    """k samples per record, filtered (see `filters`); returns the kept trajectories and statistics.
+    Raises `TooManyFailures` (with the partial result) past `failure_limits`."""
     if k < 1 or not prompts:
         raise ValueError(f"generate_sft_data needs k >= 1 and at least one system prompt (k={k})")
     fmt, tokenizer = rollout.fmt, rollout.tokenizer
@@ -58,6 +92,7 @@ def generate_sft_data(rollout: TextRollout, records: Sequence[Any], prompts: Seq
     rejected: collections.Counter = collections.Counter()
     counters: collections.Counter = collections.Counter()
     kept: list[tuple[TextTrajectory, str]] = []
+    last_errors: collections.deque = collections.deque(maxlen=3)
 
     def sft_tokens(t: TextTrajectory) -> int:  # the trained row: the format's prompt, then the trajectory
         prompt = len(tokenizer.encode(fmt.prompt_text(t.record.question, tokenizer), add_special_tokens=False))
@@ -74,13 +109,26 @@ def generate_sft_data(rollout: TextRollout, records: Sequence[Any], prompts: Seq
             counters["samples"] += len(group)
             counters["generation_errors"] += sum(t.stop_reason == "error" for t in group)
             counters["search_failures"] += sum(t.search_failures for t in group)
+            counters["samples_with_search_failures"] += sum(t.search_failures > 0 for t in group)
+            last_errors.extend(t.error for t in group if t.error)
             mine, why = filter_question(group, fmt, filters, sft_tokens)
             rejected.update(why)
             kept += [(t, prompt.id) for t in mine]
             counters["questions_with_data"] += bool(mine)
         bar.update(len(batch))
+        stopped = _failure_message(counters, failure_limits, last_errors)
+        if stopped:
+            bar.close()
+            partial = _result(start + len(batch), kept, counters, rejected, fmt)
+            partial.stats["stopped"] = stopped
+            raise TooManyFailures(stopped, partial)
     bar.close()
-    stats = {"questions": len(records), "kept": len(kept), **counters,
+    return _result(len(records), kept, counters, rejected, fmt)
+
+
+def _result(questions: int, kept: list[tuple[TextTrajectory, str]], counters: collections.Counter,
+            rejected: collections.Counter, fmt: Any) -> SFTDataResult:
+    stats = {"questions": questions, "kept": len(kept), **counters,
              "rejected": {reason: rejected.get(reason, 0) for reason in REJECTIONS},
              "system_prompts_used": len({pid for _, pid in kept}),
              **_tag_stats([t for t, _ in kept], fmt)}
