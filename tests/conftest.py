@@ -10,6 +10,11 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
+# Subprocesses started by tests (`python -m atomsearch_jax.<tool>`) import this checkout's package, not
+# whichever checkout an editable install points at.
+_REPO = str(pathlib.Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)
+
 import pytest  # noqa: E402
 
 SHARED_DATA = pathlib.Path(

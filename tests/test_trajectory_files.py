@@ -32,7 +32,7 @@ def write_jsonl(path, rows):
     return str(path)
 
 
-@pytest.mark.parametrize("format_name", ["atom_searcher", "research", "search_r1"])
+@pytest.mark.parametrize("format_name", ["atom_searcher", "research", "search_r1", "hermes"])
 def test_file_rows_equal_the_builtin_teacher_rows(tmp_path, world, tokenizer, format_name):
     fmt = get_format(format_name)
     retriever = BM25Retriever.from_documents(world.corpus)
