@@ -10,7 +10,9 @@
 --datasets takes names (resolved in --data_dir), files, or name=file, each optionally ending in :N (its
 size limit; default --limit_per_dataset, 512 as in the papers). --n=k samples k runs per question
 (avg@k, pass@k, maj@k). With --config.eval.judge_url/judge_model set, an OpenAI-compatible LLM judges
-every answer (LJ). Writes DIR/results.md, DIR/results.json and DIR/questions.jsonl.
+every answer (LJ); past --max_judge_failure_rate of failed judge calls the judge is no longer asked, and
+after writing the results the run exits non-zero saying why. Writes DIR/results.md, DIR/results.json and
+DIR/questions.jsonl.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from atomsearch_jax.distributed_flags import initialize_from_flags
-from atomsearch_jax.evaluation import evaluate_datasets, load_datasets, render_markdown, write_results
+from atomsearch_jax.evaluation import (evaluate_datasets, judge_failure_report, load_datasets, render_markdown,
+                                       write_results)
 from atomsearch_jax.experiment import (build_environment, build_model, group_by_source, make_answer_judge,
                                        make_runner)
 from atomsearch_jax.generate import Engine
@@ -39,6 +42,9 @@ _LIMIT = flags.DEFINE_integer("limit_per_dataset", 512, "Questions per set (a se
 _N = flags.DEFINE_integer("n", 1, "Sampled runs per question (avg@n, pass@k, maj@n when > 1).")
 _TEMPERATURE = flags.DEFINE_float("temperature", None, "Sampling temperature; default: config.eval.temperature "
                                   "for --n=1, config.rl.rollout.temperature for --n>1.")
+_MAX_JUDGE_FAILURES = flags.DEFINE_float("max_judge_failure_rate", 0.2, "With an LLM judge: when more than this "
+                                         "share of the answers got no verdict (after retries), stop asking it and "
+                                         "exit non-zero once the results are written.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "", "Output directory for results.md / results.json / questions.jsonl "
                                "(default: <workdir>/results).")
 
@@ -57,6 +63,7 @@ def main(argv) -> None:
         temperature = config.eval.temperature if _N.value == 1 else config.rl.rollout.temperature
     if _N.value > 1 and temperature <= 0:
         raise app.UsageError(f"--n={_N.value} sampled runs need a temperature > 0 (greedy runs are identical)")
+    judge = make_answer_judge(config)
     os.makedirs(_WORKDIR.value, exist_ok=True)
     env = build_environment(config, _WORKDIR.value, need_questions=not _DATASETS.value)
     if _DATASETS.value:
@@ -71,17 +78,21 @@ def main(argv) -> None:
     engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
     result = evaluate_datasets(make_runner(config, env, engine), datasets, n=_N.value, temperature=temperature,
                                rows_per_batch=config.eval.rows_per_batch, seed=config.seed,
-                               judge=make_answer_judge(config), progress=is_writer())
-    if not is_writer():  # every process evaluated its share; process 0 writes the report of all
-        return
+                               judge=judge, max_judge_failure_rate=_MAX_JUDGE_FAILURES.value, progress=is_writer())
+    # Every process holds all rows, so all reach the same verdict on the judge.
+    judge_failed = judge_failure_report(result.rows, _MAX_JUDGE_FAILURES.value) if judge else None
     out_dir = _OUT_DIR.value or os.path.join(_WORKDIR.value, "results")
-    title = f"{env.fmt.name} policy {config.model.hf_path}"
-    write_results(result, out_dir, title=title, meta={
-        "policy": config.model.hf_path, "format": env.fmt.name, "n": _N.value, "temperature": temperature,
-        "judge_prompt_version": config.eval.judge_prompt_version if config.eval.judge_url else None,
-        "sets": {d.name: {"path": d.path, "evaluated": len(d.records), "total": d.total} for d in datasets}})
-    print(render_markdown(result, title))
-    logging.info("wrote %s/results.md, results.json, questions.jsonl", out_dir)
+    if is_writer():  # every process evaluated its share; process 0 writes the report of all
+        title = f"{env.fmt.name} policy {config.model.hf_path}"
+        write_results(result, out_dir, title=title, meta={
+            "policy": config.model.hf_path, "format": env.fmt.name, "n": _N.value, "temperature": temperature,
+            "judge_prompt_version": config.eval.judge_prompt_version if judge else None, "judge_failed": judge_failed,
+            "sets": {d.name: {"path": d.path, "evaluated": len(d.records), "total": d.total} for d in datasets}})
+        print(render_markdown(result, title))
+        logging.info("wrote %s/results.md, results.json, questions.jsonl", out_dir)
+    if judge_failed:
+        raise SystemExit(f"evaluate: {judge_failed} (judge {config.eval.judge_url}); LJ in {out_dir} counts only "
+                         "the judged answers")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 named in `--data_dir`, as a user types it, run as a 2-process JAX job: a scripted (bigram) policy that
 always answers "Paris", a loopback judge whose verdict is scripted per question (right, wrong, a retried
 failure, a server error, a reply without a verdict). LJ accuracy, judged and failure counts, per-sample
-verdicts and the judge's request count are exact; only process 0 writes the report."""
+verdicts and the judge's request count are exact; only process 0 writes the report. 3 of the 7 answers get
+no verdict, more than --max_judge_failure_rate=0.4: with the results written, both processes exit
+non-zero saying so."""
 import json
 
 import pytest
 from transformers import AddedToken, AutoTokenizer
 
 from chat_fakes import ScriptedChatServer
-from multiprocess_helpers import start_job, wait_job
+from multiprocess_helpers import start_job
 
 ANSWER = "<PLAN>\nrecall it\n</PLAN>\n</think>\n<answer>\nParis\n</answer>"
 # kind -> (gold answer, verdict the judge gives: True / False / None = judging fails, judge requests).
@@ -84,10 +86,16 @@ def test_evaluate_with_llm_judge_on_two_processes(paris_policy, tmp_path):
             f"--config.eval.judge_url={judge.url}/v1", "--config.eval.judge_model=judge-72b",
             f"--config.eval.judge_max_attempts={MAX_ATTEMPTS}", "--config.eval.judge_timeout_s=10",
             "--datasets=nq,bamboogle:2", f"--data_dir={data}", "--limit_per_dataset=10",
-            f"--workdir={tmp_path / 'work'}", f"--out_dir={out}"], processes=2, devices=1,
-            log_prefix=str(tmp_path / "log"))
-        wait_job(job, timeout=600)
+            "--max_judge_failure_rate=0.4", f"--workdir={tmp_path / 'work'}", f"--out_dir={out}"],
+            processes=2, devices=1, log_prefix=str(tmp_path / "log"))
+        codes = [proc.wait(timeout=600) for proc, _ in job]
         requests = [body for _, body, _ in judge.requests]
+    logs = [open(log).read() for _, log in job]
+    stop = "evaluate: the answer judge failed on 3 of 7 answers (43% > max judge failure rate 40%); last errors: ["
+    for code, log in zip(codes, logs):
+        last_line = log.strip().splitlines()[-1]
+        assert code == 1 and last_line.startswith(stop), log[-3000:]
+        assert "'HTTP 500: internal error'" in last_line and "no verdict (correct/incorrect)" in last_line
 
     results = json.loads((out / "results.json").read_text())
     rows = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
@@ -103,6 +111,7 @@ def test_evaluate_with_llm_judge_on_two_processes(paris_policy, tmp_path):
     totals = (sum(e["judged"] for e in expected), sum(e["judge_failures"] for e in expected))
     assert (results["average"]["judged"], results["average"]["judge_failures"]) == totals
     assert results["meta"]["judge_prompt_version"] == "answer_judge_v1"
+    assert results["meta"]["judge_failed"].startswith("the answer judge failed on 3 of 7 answers")
     for row in rows:
         (sample,) = row["samples"]
         gold, verdict, _ = KINDS[row["question"].split("-")[0]]
@@ -114,6 +123,5 @@ def test_evaluate_with_llm_judge_on_two_processes(paris_policy, tmp_path):
     assert len(requests) == sum(KINDS[r["question"].split("-")[0]][2] for r in rows)
     assert all(body["model"] == "judge-72b" for body in requests)
     # One writer: process 0 prints the table (with its judge line), process 1 wrote nothing of it.
-    logs = [open(log).read() for _, log in job]
     assert "| Dataset | n | EM | F1 | Sub | LJ |" in logs[0] and "| Dataset |" not in logs[1]
     assert f"Judge: {totals[0]} answers judged, {totals[1]} judge failures" in (out / "results.md").read_text()

@@ -8,8 +8,8 @@ import pytest
 
 from atomsearch_jax.clients import EndpointConfig
 from atomsearch_jax.data import QARecord
-from atomsearch_jax.evaluation import (AnswerJudge, AnswerJudgeConfig, judge_rows, load_datasets, pass_at_k,
-                                       parse_verdict, render_markdown, summarize, summarize_rows)
+from atomsearch_jax.evaluation import (AnswerJudge, AnswerJudgeConfig, judge_failure_report, judge_rows, load_datasets,
+                                       pass_at_k, parse_verdict, render_markdown, summarize, summarize_rows)
 from atomsearch_jax.evaluation.answer_judge import ANSWER_JUDGE_PROMPTS
 from atomsearch_jax.evaluation.datasets import subsample
 from chat_fakes import ScriptedChatServer
@@ -217,6 +217,42 @@ def test_evaluation_loop_scores_judges_and_batches_scripted_trajectories():
     assert it["em"] == 0.0 and it["answered"] == 0.0 and it["format_ok"] == 0.0
     assert result.average["em"] == pytest.approx((2 / 6 + 0) / 2)
     assert [r["dataset"] for r in result.rows] == ["fr", "fr", "it"]
+
+
+def test_a_judge_failing_past_its_rate_is_no_longer_asked():
+    from atomsearch_jax.evaluation import EvalDataset, evaluate_datasets
+    from atomsearch_jax.formats import get_format
+
+    class CharTokenizer:
+        def encode(self, text, add_special_tokens=False):
+            return [ord(c) % 256 for c in text]
+
+    fmt = get_format("atom_searcher")
+    paris, broken = fmt.render_turn([("PLAN", "x")], answer="Paris"), "<PLAN>never closes"
+    script = {"a?": [paris], "b?": [paris], "c?": [broken], "d?": [paris]}
+    records = [QARecord(q[0], q, ["Paris"], "s") for q in script]
+
+    def run(max_rate):
+        with ScriptedChatServer(lambda body, attempt: (500, b"judge down")) as server:
+            judge = AnswerJudge(AnswerJudgeConfig(EndpointConfig(base_url=server.url, model="j", max_attempts=1)))
+            result = evaluate_datasets(ScriptedRunner(fmt, CharTokenizer(), script), [EvalDataset("s", "", records, 4)],
+                                       rows_per_batch=1, judge=judge, max_judge_failure_rate=max_rate, progress=False)
+        return result, len(server.requests)
+
+    result, asked = run(0.5)  # the first answer's failure (1 of 1) passes 50%: no later request
+    samples = [row["samples"][0] for row in result.rows]
+    assert asked == 1 and samples[0]["judge_error"].startswith("HTTP 500")
+    stop = "judge not asked: the answer judge failed on 1 of 1 answers (100% > max judge failure rate 50%)"
+    assert samples[1]["judge_error"].startswith(stop) and samples[1]["judge"] is None
+    assert samples[2]["judge"] is False and samples[2]["judge_error"] is None  # no answer: incorrect, as always
+    assert samples[3]["judge_error"].startswith(stop)
+    assert result.summaries["s"]["judge_failures"] == 3 and result.summaries["s"]["judge_acc"] == 0.0
+    report = judge_failure_report(result.rows, 0.5)
+    assert report == ("the answer judge failed on 3 of 3 answers (100% > max judge failure rate 50%), 2 of them not "
+                      "asked after it had failed too often; last errors: ['HTTP 500: judge down']")
+    assert judge_failure_report(result.rows, 1.0) is None
+    result, asked = run(1.0)  # the default: every answer is sent
+    assert asked == 3 and judge_failure_report(result.rows, 0.99) is not None
 
 
 def test_training_validation_logs_per_set_metrics_and_trajectories(tmp_path):

@@ -7,6 +7,10 @@ Questions of all sets are pooled into fixed-size rollout batches (sets smaller t
 On a multi-process job each process evaluates its contiguous share of the pooled questions on its own
 devices (sample r of question i draws from the PRNG stream of global row i * n + r, whatever the
 split) and the rows of all processes are gathered, so every process returns the whole result.
+
+Judge failures are recorded per sample (`judge_error`). Once more than `max_judge_failure_rate` of the
+answers a process sent to the judge failed, that process stops asking it (rollouts go on; its later
+answers get the error "judge not asked: …"); `judge_failure_report` then says why the run should fail.
 """
 from __future__ import annotations
 
@@ -50,12 +54,45 @@ def judge_rows(judge: AnswerJudge, rows: Sequence[dict[str, Any]]) -> None:
         sample["judge"], sample["judge_error"] = verdict.correct, verdict.error
 
 
+NOT_ASKED = "judge not asked: "  # the judge_error of answers kept from a judge that failed too often
+
+
+def _answered(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [s for row in rows for s in row["samples"] if s["answer"] is not None]
+
+
+def _skip_judge(rows: Sequence[dict[str, Any]], reason: str) -> None:
+    """The verdicts of a judge that is no longer asked: unanswered samples are incorrect as always,
+    answered ones failures with `reason`."""
+    for row in rows:
+        for sample in row["samples"]:
+            answered = sample["answer"] is not None
+            sample["judge"], sample["judge_error"] = (None, reason) if answered else (False, None)
+
+
+def judge_failure_report(rows: Sequence[dict[str, Any]], max_rate: float) -> str | None:
+    """Why the run failed when more than `max_rate` of the answers got no verdict (failed, or no longer
+    asked), naming the judge's last errors; None otherwise."""
+    answered = _answered(rows)
+    errors = [s["judge_error"] for s in answered if s["judge_error"] is not None]
+    if len(errors) <= max_rate * len(answered):
+        return None
+    seen = [e for e in errors if not e.startswith(NOT_ASKED)]
+    report = (f"the answer judge failed on {len(errors)} of {len(answered)} answers "
+              f"({len(errors) / len(answered):.0%} > max judge failure rate {max_rate:.0%})")
+    if len(seen) < len(errors):
+        report += f", {len(errors) - len(seen)} of them not asked after it had failed too often"
+    return report + f"; last errors: {list(dict.fromkeys(reversed(seen)))[:3]}"
+
+
 def evaluate_datasets(runner: RolloutRunner, datasets: Sequence[EvalDataset], *, n: int = 1,
                       temperature: float = 0.0, rows_per_batch: int = 32, seed: int = 0,
-                      judge: AnswerJudge | None = None, progress: bool = True) -> EvalResult:
+                      judge: AnswerJudge | None = None, max_judge_failure_rate: float = 1.0,
+                      progress: bool = True) -> EvalResult:
     """n rollouts per question (greedy when temperature is 0 and n is 1), at most `rows_per_batch`
     rollouts per engine batch; returns every question's rows and their summaries (every process of a
-    multi-process job must call it)."""
+    multi-process job must call it). The judge is no longer asked once this process's failure rate
+    passes `max_judge_failure_rate` (module docstring)."""
     if n < 1 or rows_per_batch < 1:
         raise ValueError(f"evaluation needs n >= 1 and rows_per_batch >= 1, got {n}, {rows_per_batch}")
     pooled = [(d.name, r) for d in datasets for r in d.records]
@@ -63,6 +100,7 @@ def evaluate_datasets(runner: RolloutRunner, datasets: Sequence[EvalDataset], *,
     mine = [(i, name, r) for i, (name, r) in enumerate(pooled)][first:last]
     per_batch = max(1, rows_per_batch // n)
     rows: list[dict[str, Any]] = []
+    judge_stopped: str | None = None
     bar = tqdm(total=len(mine), desc="evaluating", unit="question", disable=not progress)
     for start in range(0, len(mine), per_batch):
         batch = mine[start: start + per_batch]
@@ -73,8 +111,12 @@ def evaluate_datasets(runner: RolloutRunner, datasets: Sequence[EvalDataset], *,
             samples = [score_sample(t, runner.fmt, runner.tokenizer) for t in trajectories[q * n:(q + 1) * n]]
             batch_rows.append({"dataset": name, "id": record.id, "question": record.question,
                                "golden_answers": list(record.golden_answers), "samples": samples})
-        if judge is not None:
+        if judge is not None and judge_stopped:
+            _skip_judge(batch_rows, judge_stopped)
+        elif judge is not None:
             judge_rows(judge, batch_rows)
+            report = judge_failure_report(rows + batch_rows, max_judge_failure_rate)
+            judge_stopped = report and NOT_ASKED + report
         rows += batch_rows
         bar.update(len(batch))
     bar.close()
