@@ -8,6 +8,7 @@ from atomsearch_jax.agent.text_rollout import TextRollout
 from atomsearch_jax.data import QARecord
 from atomsearch_jax.formats import get_format
 from atomsearch_jax.search import BM25Retriever
+from test_agent import CORPUS, bigram_engine, script, tokenizer  # noqa: F401 -- tokenizer: the world's (fixture)
 
 FMT = get_format("atom_searcher")
 CALL = FMT.render_turn([("PLAN", "look")], queries=["capital France"])
@@ -65,3 +66,24 @@ def test_text_rollout_stop_reasons_tools_and_failures():
     assert by["bad call"].invalid_tool_calls == 1 and "invalid tool call" in by["bad call"].tool_contents[0]
     assert backend.calls[0][0] == 6 and backend.calls[1][0] == 4  # live rows only, batched per turn
     assert good.prompt.startswith("<system>SYSTEM<user>good")
+
+
+def test_engine_backend_rollout_writes_what_the_token_level_rollout_writes(tokenizer):
+    """Our JAX engine behind the text-level interface (the teacher pipeline's backend) gives, for the
+    scripted policy of test_agent, exactly the trajectory the token-level `RolloutRunner` gives there
+    (test_search_then_answer_one_cache_masked_results): search, results, answer."""
+    from atomsearch_jax.agent.backends import EngineBackend
+
+    fmt = get_format("research")
+    retriever = BM25Retriever.from_documents(CORPUS)
+    record = QARecord("q", "Where is Velmora?", ["Ostrand"], "t")
+    backend = EngineBackend(bigram_engine(tokenizer, script(tokenizer, fmt)), tokenizer, segment_steps=8)
+    text = TextRollout(backend, tokenizer, fmt, retriever, RolloutConfig(max_response_tokens=256, topk=2,
+                                                                        max_chars_per_doc=None))
+    (t,) = text.run([(record, fmt.system_prompt())])
+    assert t.prompt == fmt.prompt_text(record.question, tokenizer)
+    rendered = fmt.render_results([retriever.search(["capital"], 2)[0].docs], max_chars_per_doc=None)
+    assert t.segments == [("<search> capital</search>", True), (rendered, False), ("<answer> country</answer>", True)]
+    assert (t.tool_calls, t.stop_reason, t.search_failures) == (1, "answer", 0)
+    assert t.generated_tokens == len(tokenizer.encode("<search> capital</search><answer> country</answer>",
+                                                      add_special_tokens=False))
