@@ -26,7 +26,8 @@ def get_config():
     c.format = "hermes"                      # <tool_call>{"name": "code_interpreter", ...}</tool_call>
     c.prompt_version = "hermes_code_v1"      # the code interpreter only ("hermes_code_search_v1" adds search)
     c.data.update(source="files", train_files="", eval_files="", eval_size=0)
-    c.model.update(hf_path="", dtype="bfloat16", max_len=2048 + 20480)  # ours: 2048 prompt tokens + the response
+    c.model.update(hf_path="", preset="qwen3-4b-instruct-2507", dtype="bfloat16",  # preset: the planner's architecture
+                   max_len=2048 + 20480, scan_layers=True)  # ours: 2048 prompt tokens + the response
     c.code_interpreter.update(timeout_s=10.0, cpu_s=10, memory_mb=2048, max_processes=32, max_workers=64)  # ours
     c.sft.steps = 0                          # start from the agentic-SFT checkpoint (Qwen3-4B-RA-SFT)
     c.rl.steps = 500                         # seed 002 reports 450 steps to its best AIME numbers
@@ -38,6 +39,11 @@ def get_config():
     c.rl.dynamic_sampling = False
     c.rl.rollout.update(max_response_tokens=20480, segment_steps=1024, max_tool_calls=16,  # ours: segment, calls
                         temperature=1.0, top_p=1.0, top_k=0)
+    # ours, memory only (results do not depend on them): one row per chip per gradient computation with
+    # per-layer remat, and 16 GB of KV cache per chip (1024 rows x 22528 slots of Qwen3-4B are 3.4 TB)
+    # (python -m atomsearch_jax.plan --config=configs/demyagent_code.py --devices=64 --hbm_gb=95).
+    c.rl.train_step.update(micro_batch_size=64, remat=True)
+    c.rl.rollout.update(kv_cache_gb=16.0)
     c.rl.reward.update(outcome="math", judge="none")
     c.rl.reward.overlong = ml_collections.ConfigDict(dict(max_length=20480, cache_length=4096))  # DAPO
     c.eval.update(every=10, n=32, temperature=1.0)  # average@32 / pass@32 / maj@32

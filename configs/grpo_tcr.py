@@ -18,7 +18,8 @@ def get_config():
     c.format = "atom_searcher"
     mixture = ",".join(f"{k}:{v:g}" for k, v in DEEPRESEARCHER_WEIGHTS.items())  # ours: the search task's data
     c.data.update(source="files", train_files="", eval_files="", eval_size=512, mixture=mixture)
-    c.model.update(hf_path="", dtype="bfloat16", max_len=2048 + 20480, scan_layers=True)  # prompt budget: ours
+    c.model.update(hf_path="", preset="qwen2.5-7b", dtype="bfloat16", max_len=2048 + 20480,  # prompt budget: ours
+                   scan_layers=True)  # preset: the planner's architecture (the command's Qwen2.5-7B-Instruct)
     c.mesh.update(data=1, fsdp=-1, tensor=4)
     c.search.update(retriever="", topk=5, max_chars_per_doc=1500)  # retrieval depth and doc budget: ours
     c.sft.steps = 0                                  # start from an SFT checkpoint (model.hf_path)
@@ -34,6 +35,9 @@ def get_config():
     c.rl.dynamic_sampling = False
     c.rl.rollout.update(max_response_tokens=20480, segment_steps=512, max_tool_calls=10,
                         max_observation_tokens=0, temperature=1.0, top_p=1.0, top_k=0)
+    # ours: 1024 rows x 22528 slots of Qwen2.5-7B KV cache are 1.3 TB; 16 GB per chip holds 16 groups a state
+    # on 32 chips (python -m atomsearch_jax.plan --config=configs/grpo_tcr.py --devices=32 --hbm_gb=95).
+    c.rl.rollout.update(kv_cache_gb=16.0)
     c.rl.reward.update(outcome="deepresearcher", judge="none")
     c.rl.reward.overlong.update(max_length=20480, cache_length=4096)
     c.rl.checkpoint.update(max_to_keep=3, save_interval_steps=10)

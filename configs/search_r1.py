@@ -17,7 +17,8 @@ def get_config():
     # Search-R1 trains on the union of NQ and HotpotQA train (79,168 + 90,447 questions), shuffled:
     # mixing in proportion to the set sizes is the same distribution.
     c.data.update(source="files", train_files="", eval_files="", eval_size=512, mixture="nq:79168,hotpotqa:90447")
-    c.model.update(hf_path="", dtype="bfloat16", max_len=6144, scan_layers=True)  # max_len: ours (prompt + 4500)
+    c.model.update(hf_path="", preset="qwen2.5-7b", dtype="bfloat16", max_len=6144,  # max_len: ours (prompt + 4500)
+                   scan_layers=True)  # preset: the planner's architecture (the command's Qwen2.5-7B)
     c.mesh.update(data=1, fsdp=-1, tensor=1)
     c.search.update(retriever="", topk=3, max_chars_per_doc=0)  # top-3; observations capped in tokens instead
     c.sft.steps = 0                                  # Search-R1 starts RL from the base/instruct model
@@ -35,6 +36,10 @@ def get_config():
     # (ours: the total; Search-R1 caps each turn, which this rollout loop does not).
     c.rl.rollout.update(max_response_tokens=4500, segment_steps=500, max_tool_calls=4, max_observation_tokens=500,
                         temperature=1.0, top_p=1.0, top_k=0)
+    # ours: 2560 rows x 6144 slots in one state do not fit 64 chips of 95 GB by the plan (decode 114 GB per
+    # chip); 12 GB of KV cache per chip rolls them out in 2 states (python -m atomsearch_jax.plan
+    # --config=configs/search_r1.py --devices=64 --hbm_gb=95).
+    c.rl.rollout.update(kv_cache_gb=12.0)
     c.rl.reward.update(outcome="search_r1_em", judge="none")
     c.rl.reward.overlong.update(max_length=0, cache_length=0)
     c.rl.checkpoint.update(max_to_keep=3, save_interval_steps=100)

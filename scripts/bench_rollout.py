@@ -9,22 +9,27 @@ then decodes a last turn (4 turns, 3 searches per row). Both sides run the same 
 - reprefill: what an agent loop on a stateless generate call does (Tunix's agent loop): every turn
   starts a fresh state from the whole conversation so far, prefilling it again.
 
-Warm-up of both sides first (every bucket compiled), then --repeats alternated timed runs; medians.
-host_share: fraction of the rollout's wall time spent outside the jitted device programs (each
-program call is timed to completion). Last line:
+Timing: bench_util.alternate (one warm-up run per side, which compiles every bucket both use, then
+--repeats rounds rotating the sides; medians, min-max). Both sides generate the same number of tokens
+(checked). host_share: the median over the rollout's timed runs of the fraction of wall time spent
+outside the jitted device programs (each program call is timed to completion). Last line:
 RESULT rollout tok_s=<x> reprefill_tok_s=<y> ratio=<x/y> host_share=<h>
 
     python scripts/bench_rollout.py                      # 24 layers (the real 0.5B depth)
-    python scripts/bench_rollout.py --num_layers=4       # shallower, same widths
+    python scripts/bench_rollout.py --num_layers=2 --turn_tokens=8 --max_len=1024   # a quick check
 """
 from __future__ import annotations
 
 import os
 import statistics
+import sys
 import tempfile
 import time
 
 from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_util import alternate, load_average, print_table, speedup  # noqa: E402
 
 flags.DEFINE_string("preset", "qwen2.5-0.5b", "Model shape.")
 flags.DEFINE_integer("num_layers", 0, "Override the preset's layer count (0 = keep).")
@@ -97,7 +102,6 @@ def run_reprefill(engine, tokenizer, fmt, retriever, prompts, questions, samplin
 def main(argv) -> None:
     del argv
     import jax
-    import numpy as np
     from transformers import AutoTokenizer
 
     from atomsearch_jax.data.world import WorldConfig, build_world, train_tokenizer
@@ -120,31 +124,34 @@ def main(argv) -> None:
     timer = ProgramTimer(engine)
     stops = engine.stop_set((), eos=False)  # random weights: every turn runs its full budget
     sampling = sampling_arrays(FLAGS.batch, temperature=1.0)
-    sides = {"rollout": run_cached, "reprefill": run_reprefill}
-    for fn in sides.values():  # warm-up: compiles every bucket both sides use
-        fn(engine, tokenizer, fmt, retriever, prompts, questions, sampling, stops)
+    expected = FLAGS.batch * (FLAGS.searches + 1) * FLAGS.turn_tokens
 
-    results = {name: [] for name in sides}
-    shares = []
-    for rep in range(FLAGS.repeats):
-        order = list(sides) if rep % 2 == 0 else list(sides)[::-1]
-        for name in order:
+    def side(fn):
+        def timed() -> dict[str, float]:
             timer.seconds = 0.0
             t0 = time.perf_counter()
-            tokens = sides[name](engine, tokenizer, fmt, retriever, prompts, questions, sampling, stops)
-            wall = time.perf_counter() - t0
-            results[name].append(tokens / wall)
-            if name == "rollout":
-                shares.append(1.0 - timer.seconds / wall)
-            print(f"rep {rep} {name}: {tokens} tokens in {wall:.2f} s = {tokens / wall:.1f} tok/s")
-    med = {name: statistics.median(v) for name, v in results.items()}
-    load = os.getloadavg()
-    print(f"model: {FLAGS.preset} ({config.num_layers} layers, {config.num_params() / 1e6:.0f}M params), batch "
-          f"{FLAGS.batch}, {FLAGS.searches} searches/row, {FLAGS.turn_tokens} tokens/turn, {FLAGS.repeats} alternated "
-          f"repeats; spread rollout {min(results['rollout']):.1f}-{max(results['rollout']):.1f}, reprefill "
-          f"{min(results['reprefill']):.1f}-{max(results['reprefill']):.1f} tok/s; load average {load[0]:.1f}")
-    print(f"RESULT rollout tok_s={med['rollout']:.2f} reprefill_tok_s={med['reprefill']:.2f} "
-          f"ratio={med['rollout'] / med['reprefill']:.2f} host_share={float(np.median(shares)):.3f}")
+            tokens = fn(engine, tokenizer, fmt, retriever, prompts, questions, sampling, stops)
+            seconds = time.perf_counter() - t0
+            if tokens != expected:  # both sides must do the same work for tok/s to compare
+                raise RuntimeError(f"{fn.__name__} generated {tokens} tokens, expected {expected}")
+            print(f"{fn.__name__}: {tokens} tokens in {seconds:.2f} s ({timer.seconds:.2f} s in device programs)",
+                  flush=True)
+            return {"s": seconds, "device_s": timer.seconds}
+        return timed
+
+    # alternate: a warm-up run of each side (compiles every bucket both use), then alternated repeats.
+    timings = alternate({"rollout": side(run_cached), "reprefill": side(run_reprefill)}, repeats=FLAGS.repeats)
+    ours, peer = timings["rollout"], timings["reprefill"]
+    host_share = statistics.median(1.0 - d / s for d, s in zip(ours["device_s"].times, ours["s"].times))
+    print(f"model: {FLAGS.preset} ({config.num_layers} layers, {config.num_params() / 1e6:.0f}M params, float32), "
+          f"batch {FLAGS.batch}, {FLAGS.searches} searches/row, {FLAGS.turn_tokens} tokens/turn, "
+          f"{expected} generated tokens per run, {FLAGS.repeats} alternated repeats; load average {load_average()}")
+    print_table(["side", "tok/s median (min-max)", "wall s median", "device s median"],
+                [[name, t["s"].spread(expected, "tok/s"), t["s"].median, t["device_s"].median]
+                 for name, t in timings.items()])
+    tok_s, reprefill_tok_s = expected / ours["s"].median, expected / peer["s"].median
+    print(f"RESULT rollout tok_s={tok_s:.2f} reprefill_tok_s={reprefill_tok_s:.2f} "
+          f"ratio={speedup(ours['s'], peer['s']):.2f} host_share={host_share:.3f}")
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ def test_demyagent_recipe_trains_one_shrunk_update(boxed_policy, tmp_path):
         "--config=configs/demyagent_code.py", f"--workdir={workdir}", f"--config.model.hf_path={path}",
         "--config.model.dtype=float32", "--config.model.max_len=512", f"--config.data.train_files={problems}",
         f"--config.data.eval_files={problems}", "--config.rl.steps=1", "--config.rl.prompts_per_step=2",
-        "--config.rl.group_size=2", "--config.rl.rollout.max_response_tokens=32", "--config.rl.rollout.segment_steps=16",
+        "--config.rl.group_size=2", "--config.rl.train_step.micro_batch_size=0",
+        "--config.rl.rollout.max_response_tokens=32", "--config.rl.rollout.segment_steps=16",
         "--config.eval.n=2", "--config.eval.every=0", "--config.export_hf=False",
         f"--config.code_interpreter.allow_unsandboxed={not probe().sandboxed}"])
     summary = json.loads((workdir / "summary.json").read_text())
