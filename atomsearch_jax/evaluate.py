@@ -63,6 +63,8 @@ def main(argv) -> None:
         temperature = config.eval.temperature if _N.value == 1 else config.rl.rollout.temperature
     if _N.value > 1 and temperature <= 0:
         raise app.UsageError(f"--n={_N.value} sampled runs need a temperature > 0 (greedy runs are identical)")
+    if not 0.0 <= _MAX_JUDGE_FAILURES.value <= 1.0:
+        raise app.UsageError(f"--max_judge_failure_rate must be in [0, 1], got {_MAX_JUDGE_FAILURES.value}")
     judge = make_answer_judge(config)
     os.makedirs(_WORKDIR.value, exist_ok=True)
     env = build_environment(config, _WORKDIR.value, need_questions=not _DATASETS.value)

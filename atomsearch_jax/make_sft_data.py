@@ -89,6 +89,7 @@ def main(argv) -> None:
     del argv
     logging.getLogger().setLevel(logging.INFO)
     config = _CONFIG.value
+    failure_limits = FailureLimits(teacher=_MAX_TEACHER_FAILURES.value, search=_MAX_SEARCH_FAILURES.value)
     os.makedirs(_WORKDIR.value, exist_ok=True)
     env = build_environment(config, _WORKDIR.value, need_questions=not _QA_FILES.value)
     records = [r for path in _QA_FILES.value for r in load_qa_file(path)] if _QA_FILES.value else env.train_records
@@ -111,7 +112,7 @@ def main(argv) -> None:
             filters=FilterConfig(f1_threshold=_F1.value, min_agreement=_AGREEMENT.value,
                                  min_tool_calls=_MIN_CALLS.value, max_tool_calls=max_calls, max_tokens=max_tokens,
                                  max_per_question=_PER_QUESTION.value),
-            failure_limits=FailureLimits(teacher=_MAX_TEACHER_FAILURES.value, search=_MAX_SEARCH_FAILURES.value))
+            failure_limits=failure_limits)
     except TooManyFailures as err:
         write_sft_data(err.partial, _OUT.value, run_info)
         raise SystemExit(f"make_sft_data stopped after {err.partial.stats['questions']} of {len(records)} questions: "

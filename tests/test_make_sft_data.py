@@ -178,6 +178,8 @@ def test_search_failures_past_their_rate_stop_with_the_data_kept_so_far():
     result = generate_sft_data(Rollout(), records, prompts, k=2, filters=FilterConfig(min_tool_calls=1),
                                progress=False, failure_limits=FailureLimits(search=0.5))
     assert result.stats["questions"] == 3 and result.stats["samples_with_search_failures"] == 2
+    with pytest.raises(ValueError, match=r"max search failure rate must be in \[0, 1\], got 1.5"):
+        FailureLimits(search=1.5)
 
 
 def test_filters_majority_threshold_bounds_and_dedup():

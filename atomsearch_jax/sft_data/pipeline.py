@@ -46,6 +46,11 @@ class FailureLimits:
     teacher: float = 0.5
     search: float = 0.5
 
+    def __post_init__(self):
+        for name in ("teacher", "search"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"max {name} failure rate must be in [0, 1], got {getattr(self, name)}")
+
 
 class TooManyFailures(RuntimeError):
     """The teacher or the search service failed too often; `partial` holds the data kept until then (its
