@@ -9,6 +9,8 @@ prefill of one rollout chunk and a decode segment over its full cache. Each prog
 come from the compiled memory analysis (arguments + outputs - donated aliases + temporaries); what
 other programs keep in HBM meanwhile (the train state during rollouts, the sampler's copy of the
 weights during the update) is added. Exits 1 when a program exceeds --hbm_gb (10^9 bytes).
+--hlo_dir=DIR also writes each program's optimized HLO (DIR/<program>.hlo.txt), to see what makes up its
+temporaries.
 """
 from __future__ import annotations
 
@@ -177,8 +179,12 @@ def _rollout_programs(config: Any, model_config: Any, mesh: Any, rows: int, prom
     return prefill, decode, params, state
 
 
-def plan_recipe(config: Any, *, hbm_gb: float, prompt_len: int = 1024) -> Plan:
-    """The memory plan of `config` on the current (forced CPU) devices, laid out by config.mesh."""
+def plan_recipe(config: Any, *, hbm_gb: float, prompt_len: int = 1024, hlo_dir: str = "") -> Plan:
+    """The memory plan of `config` on the current (forced CPU) devices, laid out by config.mesh.
+
+    hlo_dir: when set, each program's optimized HLO is written there as <program>.hlo.txt (what the
+    compiler allocates, e.g. which buffers make up a program's temporaries).
+    """
     import jax
 
     from atomsearch_jax.agent.chunking import groups_per_chunk, state_rows
@@ -216,6 +222,8 @@ def plan_recipe(config: Any, *, hbm_gb: float, prompt_len: int = 1024) -> Plan:
     programs = (_program_plan("grpo_update", update, sample_b),
                 _program_plan("prefill", prefill, train_resident),
                 _program_plan("decode", decode, train_resident))
+    if hlo_dir:
+        _write_hlo(hlo_dir, {"grpo_update": update, "prefill": prefill, "decode": decode})
     notes = (f"model: {model_config.num_params() / 1e6:.1f}M params, dtype {model_config.dtype}, attention "
              f"{model_config.attention} (block {model_config.attention_block}), remat {bool(rl.train_step.remat)}, "
              f"scan_layers {bool(config.model.scan_layers)}",
@@ -225,6 +233,15 @@ def plan_recipe(config: Any, *, hbm_gb: float, prompt_len: int = 1024) -> Plan:
              f"kv_cache_gb={budget or 'unlimited'}), {max_len} slots, prompt bucket {prompt_len}",
              f"jax {jax.__version__}, compiled for {jax.devices()[0].platform} x{jax.device_count()}")
     return Plan(jax.device_count(), hbm_gb * GB, dict(mesh.shape), components, programs, notes)
+
+
+def _write_hlo(directory: str, compiled: dict) -> None:
+    from etils import epath
+
+    out = epath.Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, program in compiled.items():
+        (out / f"{name}.hlo.txt").write_text(program.as_text())
 
 
 def _force_cpu_devices(n: int) -> None:
@@ -244,7 +261,8 @@ def main(argv: Sequence[str]) -> None:
     if jax.device_count() != flags.FLAGS.devices:
         raise SystemExit(f"--devices={flags.FLAGS.devices} but jax sees {jax.device_count()} devices "
                          "(was the backend initialised before the flag was applied?)")
-    plan = plan_recipe(flags.FLAGS.config, hbm_gb=flags.FLAGS.hbm_gb, prompt_len=flags.FLAGS.prompt_len)
+    plan = plan_recipe(flags.FLAGS.config, hbm_gb=flags.FLAGS.hbm_gb, prompt_len=flags.FLAGS.prompt_len,
+                       hlo_dir=flags.FLAGS.hlo_dir)
     print(plan.format())
     sys.exit(0 if plan.fits else 1)
 
@@ -257,6 +275,7 @@ def _define_flags() -> None:
     flags.DEFINE_integer("devices", 8, "forced CPU devices (the slice's chip count)")
     flags.DEFINE_float("hbm_gb", 16.0, "HBM per device in GB (10^9 bytes)")
     flags.DEFINE_integer("prompt_len", 1024, "prompt bucket (tokens) the prefill is planned at")
+    flags.DEFINE_string("hlo_dir", "", "write each program's optimized HLO text here (local path or URL)")
     flags.mark_flags_as_required(["config"])
 
 

@@ -25,11 +25,13 @@ def _tiny_recipe():
     return c
 
 
-def test_plan_of_a_tiny_recipe_counts_its_parts():
+def test_plan_of_a_tiny_recipe_counts_its_parts(tmp_path):
     from atomsearch_jax.plan import plan_recipe
 
     c = _tiny_recipe()
-    plan = plan_recipe(c, hbm_gb=1.0, prompt_len=32)
+    plan = plan_recipe(c, hbm_gb=1.0, prompt_len=32, hlo_dir=str(tmp_path / "hlo"))
+    for name in ("grpo_update", "prefill", "decode"):
+        assert (tmp_path / "hlo" / f"{name}.hlo.txt").read_text().startswith("HloModule")
     assert plan.fits
     mesh = make_mesh(data=1, fsdp=-1, tensor=2)
     cfg = tiny_config(vocab_size=2048, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
