@@ -29,7 +29,7 @@ import time
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import alternate, load_average, print_table, speedup  # noqa: E402
+from bench_util import alternate, load_average, print_table, probe_machine, speedup  # noqa: E402
 
 flags.DEFINE_string("preset", "qwen2.5-0.5b", "Model shape.")
 flags.DEFINE_integer("num_layers", 0, "Override the preset's layer count (0 = keep).")
@@ -43,23 +43,32 @@ FLAGS = flags.FLAGS
 
 
 class ProgramTimer:
-    """Wraps an Engine's device programs so every call blocks until done and adds its time."""
+    """Wraps an Engine's device programs so every call blocks until done and adds its time (by program)."""
+
+    PROGRAMS = ("prefill", "decode", "append")
 
     def __init__(self, engine):
         import jax
 
-        self.seconds = 0.0
+        self.by_program = dict.fromkeys(self.PROGRAMS, 0.0)
         programs = engine._programs  # the jitted programs the engine calls (a benchmark may look inside)
-        for name in ("prefill", "decode", "append"):
+        for name in self.PROGRAMS:
             fn = getattr(programs, name)
 
-            def timed(*args, _fn=fn, **kwargs):
+            def timed(*args, _fn=fn, _name=name, **kwargs):
                 t0 = time.perf_counter()
                 out = jax.block_until_ready(_fn(*args, **kwargs))
-                self.seconds += time.perf_counter() - t0
+                self.by_program[_name] += time.perf_counter() - t0
                 return out
 
             setattr(programs, name, timed)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.by_program.values())
+
+    def reset(self) -> None:
+        self.by_program = dict.fromkeys(self.PROGRAMS, 0.0)
 
 
 def _span_ids(tokenizer, fmt, question: str, docs) -> list[int]:
@@ -110,6 +119,7 @@ def main(argv) -> None:
     from atomsearch_jax.model import get_preset, init_params
     from atomsearch_jax.search import BM25Retriever
 
+    print(probe_machine().line(), flush=True)
     world = build_world(WorldConfig(seed=0))
     tokenizer = AutoTokenizer.from_pretrained(train_tokenizer(world, tempfile.mkdtemp()))
     fmt = get_format("atom_searcher")
@@ -128,7 +138,7 @@ def main(argv) -> None:
 
     def side(fn):
         def timed() -> dict[str, float]:
-            timer.seconds = 0.0
+            timer.reset()
             t0 = time.perf_counter()
             tokens = fn(engine, tokenizer, fmt, retriever, prompts, questions, sampling, stops)
             seconds = time.perf_counter() - t0
@@ -136,7 +146,7 @@ def main(argv) -> None:
                 raise RuntimeError(f"{fn.__name__} generated {tokens} tokens, expected {expected}")
             print(f"{fn.__name__}: {tokens} tokens in {seconds:.2f} s ({timer.seconds:.2f} s in device programs)",
                   flush=True)
-            return {"s": seconds, "device_s": timer.seconds}
+            return {"s": seconds, "device_s": timer.seconds, **{f"{k}_s": v for k, v in timer.by_program.items()}}
         return timed
 
     # alternate: a warm-up run of each side (compiles every bucket both use), then alternated repeats.
@@ -146,9 +156,10 @@ def main(argv) -> None:
     print(f"model: {FLAGS.preset} ({config.num_layers} layers, {config.num_params() / 1e6:.0f}M params, float32), "
           f"batch {FLAGS.batch}, {FLAGS.searches} searches/row, {FLAGS.turn_tokens} tokens/turn, "
           f"{expected} generated tokens per run, {FLAGS.repeats} alternated repeats; load average {load_average()}")
-    print_table(["side", "tok/s median (min-max)", "wall s median", "device s median"],
-                [[name, t["s"].spread(expected, "tok/s"), t["s"].median, t["device_s"].median]
-                 for name, t in timings.items()])
+    print_table(["side", "tok/s median (min-max)", "wall s median", "device s median",
+                 *[f"{k} s median" for k in ProgramTimer.PROGRAMS]],
+                [[name, t["s"].spread(expected, "tok/s"), t["s"].median, t["device_s"].median,
+                  *[t[f"{k}_s"].median for k in ProgramTimer.PROGRAMS]] for name, t in timings.items()])
     tok_s, reprefill_tok_s = expected / ours["s"].median, expected / peer["s"].median
     print(f"RESULT rollout tok_s={tok_s:.2f} reprefill_tok_s={reprefill_tok_s:.2f} "
           f"ratio={speedup(ours['s'], peer['s']):.2f} host_share={host_share:.3f}")
