@@ -132,6 +132,7 @@ def test_keep_last_n(tmp_path):
             ckpt.save(step, small_state(step))
         assert ckpt.all_steps() == [3, 4]
         assert not ckpt.save(4, small_state(4))                  # already saved
+        assert not ckpt.save(4, small_state(4), force=True)      # a preemption save right after an interval save
         with pytest.raises(ValueError, match="reserved"):
             ckpt.save(5, small_state(5), {"state": {}})
 

@@ -79,6 +79,10 @@ class Checkpointer:
             if name == STATE_ITEM or not _ITEM_NAME.match(name):
                 raise ValueError(f"checkpoint JSON item name {name!r} is reserved or not an identifier")
             args[name] = ocp.args.JsonSave(value)
+        if int(step) in self._manager.all_steps():
+            # Saved already (e.g. on its interval, then again, forced, when a preemption notice arrives):
+            # a step's state does not change, and Orbax refuses to write a step twice.
+            return False
         with self._deadline(f"save of step {step}"):
             return bool(self._manager.save(int(step), args=ocp.args.Composite(**args), force=force))
 
