@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.steps = 120
     c.sft.batch_size = 16
     c.sft.length_buckets = 2              # teacher trajectories are bimodal (2-hop / 3-hop): one width each
-    c.sft.optimizer.learning_rate = 2e-3
+    c.sft.optimizer.learning_rate = 5e-3     # tuned on the validation split (BENCHMARKS.md, scripts/tune_sft.py)
     c.sft.optimizer.warmup_steps = 20
     c.sft.optimizer.schedule = "cosine"
     c.sft.optimizer.total_steps = 120
