@@ -1,12 +1,15 @@
 """A process whose checkpoint save never completes (as when processes do not share the checkpoint
 directory), run by test_checkpoint_timeout.py.
 
-    python checkpoint_hang_worker.py save|sigterm CKPT_DIR TIMEOUT_S
+    python checkpoint_hang_worker.py save|sigterm|sigterm_native CKPT_DIR TIMEOUT_S
 
 save: starts a save that hangs; the Checkpointer must end the process after TIMEOUT_S with an error.
 sigterm: installs the SIGTERM handler, prints "ready" and hangs (a step that never ends); a SIGTERM must
 still end the process within TIMEOUT_S.
+sigterm_native: as sigterm, but the main thread hangs with SIGTERM blocked, as when it is stuck in
+native code (XLA, a collective) and the kernel hands the signal to another thread.
 """
+import signal
 import sys
 import time
 
@@ -23,8 +26,10 @@ def hang(*args, **kwargs):
 def main(mode: str, directory: str, timeout: float) -> None:
     ckpt = Checkpointer(directory, save_timeout_s=timeout)
     ckpt._manager.save = hang  # noqa: SLF001  the save blocks like a barrier waiting on absent peers
-    if mode == "sigterm":
+    if mode in ("sigterm", "sigterm_native"):
         ckpt.install_sigterm_handler()
+        if mode == "sigterm_native":
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
         print("ready", flush=True)
         hang()
     state = TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.ones((2,))}, opt_state={},

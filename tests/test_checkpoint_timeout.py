@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 WORKER = pathlib.Path(__file__).with_name("checkpoint_hang_worker.py")
 TIMEOUT_S = 3
 
@@ -28,11 +30,15 @@ def test_hung_save_times_out_with_clear_error(tmp_path):
     assert "did not finish within checkpoint.save_timeout_s=3 s" in err and "same checkpoint directory" in err
 
 
-def test_sigterm_ends_a_hung_process(tmp_path):
-    proc = start("sigterm", tmp_path)
+@pytest.mark.parametrize("mode", ["sigterm", "sigterm_native"])
+def test_sigterm_ends_a_hung_process(tmp_path, mode):
+    proc = start(mode, tmp_path)
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 143, err[-2000:]
     assert "has not stopped" in err
 

@@ -15,8 +15,6 @@ import contextlib
 import logging
 import os
 import re
-import signal
-import sys
 import threading
 import time
 from typing import Any, Iterator, Mapping
@@ -27,20 +25,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from atomsearch_jax.paths import resolve
+from atomsearch_jax.training.preemption import SigtermWatcher, exit_with_error
 from atomsearch_jax.training.train_state import TrainState
 
 STATE_ITEM = "state"
 COMMIT_MARKER = "commit_success.txt"  # written by orbax into a step directory once it is complete
 _ITEM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 SAVE_TIMEOUT_EXIT = 75  # EX_TEMPFAIL: the save did not complete; rerunning resumes from the last good step
-SIGTERM_EXIT = 143  # the conventional status of a SIGTERM-ed process
-
-
-def _exit_with_error(status: int, message: str) -> None:
-    """Logs `message` and ends the process at once (from any thread, even with the main one blocked)."""
-    logging.error("%s", message)
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    os._exit(status)
 
 
 class Checkpointer:
@@ -61,7 +52,7 @@ class Checkpointer:
                                                cleanup_tmp_directories=True,
                                                async_options=ocp.AsyncOptions(timeout_secs=int(save_timeout_s)))
         self._manager = ocp.CheckpointManager(self.directory, options=options)
-        self._sigterm_received = False
+        self._sigterm = SigtermWatcher(self.save_timeout_s)
 
     @classmethod
     def from_config(cls, cfg: ml_collections.ConfigDict) -> "Checkpointer":
@@ -96,7 +87,7 @@ class Checkpointer:
         """Ends the process with a clear error if the block takes longer than save_timeout_s. A save that
         cannot complete (e.g. processes that do not share the checkpoint directory) blocks inside a
         cross-process barrier, where no Python exception can reach the main thread, hence the exit."""
-        timer = threading.Timer(self.save_timeout_s, _exit_with_error, args=(
+        timer = threading.Timer(self.save_timeout_s, exit_with_error, args=(
             SAVE_TIMEOUT_EXIT, f"checkpoint {what} in {self.directory} did not finish within "
             f"checkpoint.save_timeout_s={self.save_timeout_s:g} s; on a multi-process job every process must see "
             "the same checkpoint directory (a gs:// bucket or a shared file system). Stopping."))
@@ -187,30 +178,13 @@ class Checkpointer:
     # ---- preemption --------------------------------------------------------------------------
     def install_sigterm_handler(self) -> None:
         """Makes SIGTERM (how TPU VMs and schedulers announce preemption) request a final save instead
-        of killing the process; the training loop polls `preemption_requested` after each step."""
-        def handler(signum: int, frame: Any) -> None:
-            del frame
-            if self._sigterm_received:
-                _exit_with_error(SIGTERM_EXIT, f"received signal {signum} again: stopping now")
-            self._sigterm_received = True
-            # The loop saves and exits after its current step; if that step or the save hangs (a dead
-            # peer, an unreachable directory), the process still ends.
-            grace = threading.Timer(self.save_timeout_s, _exit_with_error, args=(
-                SIGTERM_EXIT, f"received signal {signum} {self.save_timeout_s:g} s ago and the run has not "
-                "stopped (checkpoint.save_timeout_s): stopping without a final checkpoint"))
-            grace.daemon = True
-            grace.start()
-            logging.warning("received signal %d: will checkpoint and stop after the current step", signum)
-
-        if threading.current_thread() is not threading.main_thread():
-            logging.warning("not in the main thread: cannot install the SIGTERM handler; preemption saves rely "
-                            "on JAX's preemption sync point only")
-            return
-        signal.signal(signal.SIGTERM, handler)
+        of killing the process; the training loop polls `preemption_requested` after each step. The
+        process still ends checkpoint.save_timeout_s after the signal if that step or save hangs."""
+        self._sigterm.install()
 
     def preemption_requested(self, step: int) -> bool:
         """True on every process once any process got SIGTERM or JAX's preemption sync point is reached."""
-        requested = self._sigterm_received
+        requested = self._sigterm.requested
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             requested = bool(np.any(multihost_utils.process_allgather(np.asarray(requested))))
