@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -305,6 +305,27 @@ def _training_layout(config: ml_collections.ConfigDict, model_config, params) ->
     return scanned, stack_layers(scanned, params)
 
 
+class Job(NamedTuple):
+    """What a job builds before training: the data and tools, the mesh, the model and its sampler."""
+    env: Environment
+    mesh: jax.sharding.Mesh
+    model_config: Any
+    params: Any
+    writer: MetricsWriter
+    engine: Engine
+    runner: RolloutRunner
+
+
+def build_job(config: ml_collections.ConfigDict, workdir: str) -> Job:
+    """Environment, mesh, fresh or loaded model, metrics writer (workdir/logs), engine and rollout runner."""
+    env = build_environment(config, workdir)
+    mesh = make_mesh(**config.mesh.to_dict())
+    model_config, params = build_model(config, env.tokenizer, mesh)
+    writer = MetricsWriter(os.path.join(workdir, "logs"))
+    engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
+    return Job(env, mesh, model_config, params, writer, engine, make_runner(config, env, engine))
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """The whole job; returns the report it also writes to workdir/report.json (and report.md, plots).
 
@@ -323,12 +344,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if rows % jax.process_count():
                 raise ValueError(f"config.{name}={rows} must be a multiple of the {jax.process_count()} processes "
                                  "(each process takes an equal share of the global batch)")
-        env = build_environment(config, workdir)
-        mesh = make_mesh(**config.mesh.to_dict())
-        model_config, params = build_model(config, env.tokenizer, mesh)
-        writer = MetricsWriter(os.path.join(workdir, "logs"))
-        engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
-        runner = make_runner(config, env, engine)
+        env, mesh, model_config, params, writer, engine, runner = build_job(config, workdir)
     heldout = {}
     if config.eval.initial:
         heldout["untrained"] = run_eval(runner, env.heldout_records, config, writer, 0, "initial", clock, "heldout")

@@ -38,18 +38,8 @@ def main(workdir, overrides):
     config.workdir = workdir
     os.makedirs(workdir, exist_ok=True)
     from atomsearch_jax import report, train
-    from atomsearch_jax.experiment import build_environment, build_model, make_runner
-    from atomsearch_jax.generate import Engine
-    from atomsearch_jax.parallel import make_mesh
-    from atomsearch_jax.training import MetricsWriter
-
     t0 = time.time()
-    env = build_environment(config, workdir)
-    mesh = make_mesh(**config.mesh.to_dict())
-    model_config, params = build_model(config, env.tokenizer, mesh)
-    writer = MetricsWriter(os.path.join(workdir, "logs"))
-    engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
-    runner = make_runner(config, env, engine)
+    env, mesh, model_config, params, writer, engine, runner = train.build_job(config, workdir)
     t1 = time.time()
     params = train.run_sft(config, env, model_config, params, mesh, writer)
     t2 = time.time()

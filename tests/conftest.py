@@ -4,6 +4,8 @@ XLA_FLAGS must be set before jax initialises its backend, hence at conftest impo
 """
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
@@ -14,6 +16,15 @@ if "xla_force_host_platform_device_count" not in _flags:
 # whichever checkout an editable install points at.
 _REPO = str(pathlib.Path(__file__).resolve().parents[1])
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO, os.environ.get("PYTHONPATH")) if p)
+
+# One persistent XLA compilation cache per test run, shared by the xdist workers (which inherit the
+# controller's environment) and every subprocess they start: the CLI and multi-process tests compile the
+# same tiny programs again and again. Made empty here and removed at the end of the run, so nothing carries
+# over between runs (or into a user's jobs).
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="atomsearch_xla_cache_")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 
 import pytest  # noqa: E402
 
@@ -36,3 +47,8 @@ def qwen_tokenizer_dir(shared_data: pathlib.Path) -> pathlib.Path:
     if not (path / "vocab.json").is_file():
         pytest.skip(f"Qwen2.5 tokenizer files not found at {path}")
     return path
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -11,10 +11,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # exercised too). The toy policy never answers after a few SFT steps, so rewards are all zero; the entropy
 # bonus makes every GRPO update depend on the exact sampled tokens, which is what the layout must not change.
 TINY_TRAIN_FLAGS = (
-    "--config.format=research", "--config.data.eval_size=4",
+    "--config.format=research", "--config.data.eval_size=4", "--config.data.heldout_size=4",
     "--config.model.hidden_size=64", "--config.model.intermediate_size=128", "--config.model.num_layers=2",
     "--config.model.num_heads=2", "--config.model.num_kv_heads=1", "--config.model.max_len=640",
-    "--config.sft.steps=3", "--config.sft.batch_size=8",
+    "--config.sft.steps=3", "--config.sft.batch_size=8", "--config.sft.length_buckets=1",
     "--config.rl.prompts_per_step=2", "--config.rl.group_size=4", "--config.rl.loss.entropy_coef=0.01",
     "--config.rl.rollout.max_response_tokens=48", "--config.rl.rollout.segment_steps=24", "--config.eval.every=0",
 )
