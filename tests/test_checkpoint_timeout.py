@@ -5,6 +5,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -60,3 +61,26 @@ def test_second_sigterm_ends_the_process_at_once(tmp_path):
     err = "".join(seen) + err
     assert proc.returncode == 143 and time.monotonic() - began < TIMEOUT_S, err[-2000:]
     assert "again: stopping now" in err
+
+
+def test_sigterm_goes_to_the_latest_installed_watcher():
+    """The SFT stage's checkpointer installs a watcher, then GRPO's: a SIGTERM during GRPO is GRPO's alone."""
+    code = textwrap.dedent("""
+        import os, signal, time
+        from atomsearch_jax.training.preemption import SigtermWatcher
+        calls = []
+        first, second = (SigtermWatcher(60, on_exit=lambda *a: calls.append(a)) for _ in range(2))
+        assert first.install() and second.install()
+        deadline = time.monotonic() + 60
+        os.kill(os.getpid(), signal.SIGTERM)
+        while not second.requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        print(first.requested, second.requested, calls)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False True [(143, 'received signal 15 again: stopping now')]", proc.stdout

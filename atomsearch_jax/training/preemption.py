@@ -30,41 +30,27 @@ class SigtermWatcher:
     """Turns SIGTERM into `requested` (polled by the training loop after each step).
 
     grace_s: seconds after the first SIGTERM until the process ends without a final checkpoint (the
-    loop's save or step hangs); a second SIGTERM ends it at once.
+    loop's save or step hangs); a second SIGTERM ends it at once. One pipe and reader thread serve the
+    process; each `install` makes that watcher the one signals go to (the SFT stage's, then GRPO's).
     """
 
     def __init__(self, grace_s: float, on_exit: Callable[[int, str], None] = exit_with_error) -> None:
         self.grace_s = float(grace_s)
         self.requested = False
         self._on_exit = on_exit
-        self._forward_fd = -1
 
     def install(self) -> bool:
-        """Installs the handler and the reader thread; False (and a warning) off the main thread, where
-        Python cannot install signal handlers."""
+        """Routes SIGTERM to this watcher; False (and a warning) off the main thread, where Python cannot
+        install signal handlers."""
+        global _active
         if threading.current_thread() is not threading.main_thread():
             logging.warning("not in the main thread: cannot install the SIGTERM handler; preemption saves rely "
                             "on JAX's preemption sync point only")
             return False
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(write_fd, False)  # the C handler must never block on a full pipe
-        # Another owner of the wakeup fd (an asyncio loop) keeps getting its bytes.
-        self._forward_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        threading.Thread(target=self._read_wakeups, args=(read_fd,), name="sigterm-watcher", daemon=True).start()
+        if _active is None:
+            _start_reader()
+        _active = self
         return True
-
-    def _read_wakeups(self, read_fd: int) -> None:
-        while True:
-            signums = os.read(read_fd, 64)
-            if self._forward_fd >= 0:
-                try:
-                    os.write(self._forward_fd, signums)
-                except OSError:
-                    pass  # the other owner closed its fd; its wakeups are its business
-            for signum in signums:
-                if signum == signal.SIGTERM:
-                    self._on_sigterm(signum)
 
     def _on_sigterm(self, signum: int) -> None:
         if self.requested:
@@ -79,3 +65,28 @@ class SigtermWatcher:
         grace.daemon = True
         grace.start()
         logging.warning("received signal %d: will checkpoint and stop after the current step", signum)
+
+
+_active: SigtermWatcher | None = None  # where the reader thread sends SIGTERM
+
+
+def _start_reader() -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)  # the C handler must never block on a full pipe
+    # Another owner of the wakeup fd (an asyncio loop) keeps getting its bytes.
+    forward_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    threading.Thread(target=_read_wakeups, args=(read_fd, forward_fd), name="sigterm-watcher", daemon=True).start()
+
+
+def _read_wakeups(read_fd: int, forward_fd: int) -> None:
+    while True:
+        signums = os.read(read_fd, 64)
+        if forward_fd >= 0:
+            try:
+                os.write(forward_fd, signums)
+            except OSError:
+                pass  # the other owner closed its fd; its wakeups are its business
+        for signum in signums:
+            if signum == signal.SIGTERM and _active is not None:
+                _active._on_sigterm(signum)  # noqa: SLF001
