@@ -87,3 +87,22 @@ def test_engine_backend_rollout_writes_what_the_token_level_rollout_writes(token
     assert (t.tool_calls, t.stop_reason, t.search_failures) == (1, "answer", 0)
     assert t.generated_tokens == len(tokenizer.encode("<search> capital</search><answer> country</answer>",
                                                       add_special_tokens=False))
+
+
+def test_engine_backend_ends_a_prompt_that_fills_the_cache_and_generates_the_others(tokenizer):
+    """make_sft_data re-sends a whole conversation every turn; one that outgrew the engine's max_len ends
+    with finish "length" (dropped by the length filter) instead of failing the batch."""
+    from atomsearch_jax.agent.backends import EngineBackend
+
+    fmt = get_format("research")
+    prompt = fmt.prompt_text("Where is Velmora?", tokenizer)
+    length = len(tokenizer.encode(prompt, add_special_tokens=False))
+    backend = EngineBackend(bigram_engine(tokenizer, script(tokenizer, fmt), max_len=length + 16), tokenizer,
+                            segment_steps=8)
+    too_long = prompt + " capital" * 16
+    kwargs = dict(stop=fmt.stop_strings, max_tokens=12, temperature=0.0)
+    alone = backend.generate([prompt], **kwargs)
+    assert alone == [Completion("<search> capital</search>", "stop")]
+    assert backend.generate([too_long, prompt, too_long], **kwargs) == [Completion("", "length"), *alone,
+                                                                         Completion("", "length")]
+    assert backend.generate([too_long], **kwargs) == [Completion("", "length")]

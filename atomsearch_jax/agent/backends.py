@@ -46,12 +46,16 @@ class EngineBackend(GenerationBackend):
         self.engine, self.tokenizer, self.segment_steps = engine, tokenizer, segment_steps
 
     def generate(self, prompts, *, stop, max_tokens, temperature, seed=0):
-        if not prompts:
-            return []
+        """A prompt that already fills the engine's max_len slots ends with finish "length" and no text
+        (as a server ends a context that is full); the others are generated together."""
         engine = self.engine
         ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-        state = engine.start(ids, seed=seed, max_new_tokens=max_tokens,
-                             rows=engine.row_count(1 << (len(ids) - 1).bit_length()))
+        out = [Completion("", "length")] * len(prompts)
+        room = [i for i, x in enumerate(ids) if len(x) < engine.max_len]
+        if not room:
+            return out
+        state = engine.start([ids[i] for i in room], seed=seed, max_new_tokens=max_tokens,
+                             rows=engine.row_count(1 << (len(room) - 1).bit_length()))
         sampling = sampling_arrays(state.num_rows, temperature=temperature)
         stops = engine.stop_set(tuple(stop))
         while True:
@@ -59,12 +63,11 @@ class EngineBackend(GenerationBackend):
             if not view.live_rows():
                 break
         exported = engine.export(state, tuple(stop))
-        out = []
-        for i in range(len(prompts)):
-            row = exported.row(i)
+        for row_index, i in enumerate(room):
+            row = exported.row(row_index)
             text = self.tokenizer.decode(row.tokens[row.prompt_length:].tolist(), skip_special_tokens=False)
-            out.append(Completion(strip_trailing_specials(text) if row.stop_reason == "eos" else text,
-                                  "length" if row.stop_reason == "length" else "stop"))
+            out[i] = Completion(strip_trailing_specials(text) if row.stop_reason == "eos" else text,
+                                "length" if row.stop_reason == "length" else "stop")
         return out
 
 
