@@ -4,11 +4,13 @@
 #   2. make_sft_data with that policy as the JAX-engine teacher          -> a filtered trajectory file
 #   3. SFT a fresh policy on that file (same N steps, same seed)        -> held-out F1 (arm "from_file")
 # Usage: scripts/world_teacher_sft.sh WORKDIR [N_STEPS]
+# N_STEPS=120 is the default config's SFT stage exactly (its warm-up is a sixth of the steps; with a
+# twelfth, N=120 ended with no valid answer format on the held-out questions: F1 0.000, format 0.00).
 set -euo pipefail
-W=${1:?workdir}; N=${2:-240}
+W=${1:?workdir}; N=${2:-120}
 COMMON=(--config=configs/default.py --config.rl.steps=0 --config.eval.every=0 --config.eval.initial=False
         --config.sft.steps="$N"
-        --config.sft.optimizer.total_steps="$N" --config.sft.optimizer.warmup_steps=$((N / 12)))
+        --config.sft.optimizer.total_steps="$N" --config.sft.optimizer.warmup_steps=$((N / 6)))
 python -m atomsearch_jax.train "${COMMON[@]}" --workdir="$W/builtin"
 python -m atomsearch_jax.make_sft_data --config=configs/default.py --config.model.hf_path="$W/builtin/hf_policy" \
   --samples_per_question=2 --temperature=0.8 --questions_per_batch=32 --workdir="$W/make" --out="$W/teacher.jsonl"
