@@ -19,8 +19,6 @@ from training_helpers import rollout_batch
 
 STEPS = 3
 
-pytestmark = pytest.mark.xdist_group("export_hf")  # one worker builds the `run` fixture
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

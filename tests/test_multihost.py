@@ -11,8 +11,6 @@ from safetensors.numpy import load_file
 
 from multiprocess_helpers import TINY_TRAIN_FLAGS, start_job, wait_job
 
-pytestmark = pytest.mark.xdist_group("multihost")  # one worker builds the `trained` fixture
-
 # Wall-clock and throughput figures differ between any two runs, and decode segments end when every row
 # of a process stopped (a layout detail: each row's tokens do not depend on it); everything else must match.
 _TIMING = ("time", "_per_s", "_s", "rollout/segments")
