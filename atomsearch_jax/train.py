@@ -41,6 +41,7 @@ from atomsearch_jax.rewards import RewardManager, reward_metrics
 from atomsearch_jax.rl import FailureMonitor, GRPOTrainer, ServiceFailureError
 from atomsearch_jax.sft import SFTTrainer
 from atomsearch_jax.training import MetricsWriter
+from atomsearch_jax.training.preemption import SIGTERM_EXIT
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file (get_config()).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Where checkpoints, logs and exports go.")
@@ -411,7 +412,7 @@ def main(argv) -> None:
         train(_CONFIG.value, _WORKDIR.value)
     except Preempted as stop:
         logging.warning("%s", stop)
-        raise SystemExit(143) from None  # the conventional status of a SIGTERM-ed process
+        raise SystemExit(SIGTERM_EXIT) from None
     except ServiceFailureError as stop:
         logging.error("stopping: %s", stop)
         raise SystemExit(1) from None
