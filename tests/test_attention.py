@@ -70,8 +70,34 @@ def test_auto_picks_per_backend_and_shape():
     assert resolve("auto", num_keys=4096, block=512, aligned=True, backend="gpu") == "dot_product"
     assert resolve("auto", num_keys=4096, block=512, aligned=False, backend="gpu") == "blockwise"
     assert resolve("pallas", num_keys=4096, block=512, aligned=False) == "blockwise"
+    # Few queries against many keys (decoding, appending a tool result): the scores are small.
+    for backend in ("cpu", "gpu", "tpu"):
+        assert resolve("auto", num_keys=65536, num_queries=1, block=512, aligned=True, backend=backend) == "reference"
+    assert resolve("auto", num_keys=1024, num_queries=256, block=512, aligned=False, backend="cpu") == "reference"
+    assert resolve("auto", num_keys=1024, num_queries=257, block=512, aligned=False, backend="cpu") == "blockwise"
     with pytest.raises(ValueError, match="attention='flash'"):
         tiny_config(attention="flash")
+
+
+def test_decoding_past_one_key_block_uses_the_reference_kernel():
+    """The engine's decode loop attends a window wider than attention_block with the reference kernel (the
+    same program as attention="reference"): the blockwise kernel's key-block scan re-laid the whole cache
+    out in every layer of every step."""
+    from atomsearch_jax.generate.engine import Engine, device_programs
+    from atomsearch_jax.generate.sampling import sampling_arrays
+
+    def decode_hlo(attention: str) -> str:
+        cfg = tiny_config(num_layers=2, attention_block=16, attention=attention)
+        engine = Engine(cfg, init_params(cfg, jax.random.PRNGKey(0)), max_len=64)
+        state = engine.start([[3, 4, 5]] * 2, max_new_tokens=8)
+        stops = jax.tree_util.tree_map(jnp.asarray, engine.stop_set().arrays())
+        sampling = jax.tree_util.tree_map(jnp.asarray, sampling_arrays(2))
+        lowered = device_programs(cfg, None, 64).decode.lower(engine.params, state, sampling, stops, np.int32(4), 64)
+        return lowered.as_text()
+
+    auto, reference = decode_hlo("auto"), decode_hlo("reference")
+    assert auto.count("stablehlo.while") == reference.count("stablehlo.while")
+    assert decode_hlo("blockwise").count("stablehlo.while") > reference.count("stablehlo.while")
 
 
 def test_model_forward_and_cached_forward_match_across_kernels():

@@ -13,8 +13,11 @@ returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
   other masks take the blockwise path inside the same program.
 - "pallas": the Pallas TPU flash-attention kernel for the training forward (aligned masks; padding via
   segment ids), inside `shard_map` when the model runs on a mesh; other calls go blockwise.
-- "auto": "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU, and "reference" wherever one
-  block covers every key (S <= block): decoding a token against a short window, tiny test shapes.
+- "auto": "reference" wherever a row's [T, S] scores per head are no bigger than one block's square
+  (T * S <= block**2): decoding (T = 1) against any cache window, short prefills, tiny test shapes; else
+  "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU. Blockwise decoding re-laid the whole cache
+  out into padded key blocks in every layer of every step, for scores that are only [B, K, G, 1, S]
+  (scripts/bench_decode_step.py measures both).
 
 A query at slot q_slots[b, t] may attend key slot s iff s <= q_slots[b, t] and kv_valid[b, s]. A query
 that may attend nothing (a left-padding position) gets the uniform average over all S values in every
@@ -61,11 +64,16 @@ def check_implementation(name: str) -> str:
     return name
 
 
-def resolve(name: str, *, num_keys: int, block: int, aligned: bool, backend: str | None = None) -> str:
-    """The kernel "auto" stands for at these shapes (and fused kernels' fallback when not aligned)."""
+def resolve(name: str, *, num_keys: int, block: int, aligned: bool, backend: str | None = None,
+            num_queries: int | None = None) -> str:
+    """The kernel "auto" stands for at these shapes (and fused kernels' fallback when not aligned).
+
+    num_queries: T (default num_keys, i.e. self-attention without a cache).
+    """
     check_implementation(name)
     if name == "auto":
-        if num_keys <= block:
+        num_queries = num_keys if num_queries is None else num_queries
+        if num_keys <= block or num_queries * num_keys <= block * block:
             return "reference"
         backend = backend or jax.default_backend()
         name = {"tpu": "pallas", "gpu": "dot_product"}.get(backend, "blockwise")
@@ -88,7 +96,7 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
     if kv_layout not in ("bskd", "bksd"):
         raise ValueError(f"kv_layout={kv_layout!r}; expected 'bskd' or 'bksd'")
     num_keys = k.shape[1] if kv_layout == "bskd" else k.shape[2]
-    name = resolve(implementation, num_keys=num_keys, block=block, aligned=mask.aligned)
+    name = resolve(implementation, num_keys=num_keys, block=block, aligned=mask.aligned, num_queries=q.shape[1])
     if name == "reference":
         return reference_attention(q, k, v, mask, kv_layout=kv_layout)
     if kv_layout == "bksd":
