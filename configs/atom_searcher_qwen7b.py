@@ -26,7 +26,7 @@ def get_config():
     mixture = ",".join(f"{k}:{v:g}" for k, v in DEEPRESEARCHER_WEIGHTS.items())
     c.data.update(source="files", train_files="", eval_files="", eval_size=512, mixture=mixture)
     c.model.update(hf_path="", preset="qwen2.5-7b", dtype="bfloat16", max_len=16384, scan_layers=True,
-                   attention="auto")  # max_len: ours
+                   attention="auto", attention_block=512)  # max_len: ours
     c.mesh.update(data=1, fsdp=-1, tensor=4)
     c.search.update(retriever="", topk=5, max_chars_per_doc=1500)  # ours (web pages are browsed in the paper)
     # SFT on the teacher's trajectory file first: ~1k trajectories x 3 epochs at 64 per step.

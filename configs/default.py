@@ -49,7 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
         rope_theta=10000.0, max_len=704,
         scan_layers=False,               # train with the layers under one lax.scan (big models; the sampler unrolls)
         attention="auto",                # auto | reference | blockwise | dot_product | pallas (model/attention.py)
-        attention_block=512,             # key-block size of the blockwise kernel (slots)
+        # Key-block size of the blockwise kernel (slots); "auto" uses the whole-score reference kernel when a
+        # row's T x S scores fit in block**2. Every sequence of this job fits in 1024 slots, and at hidden 128
+        # the reference kernel trains faster on CPU than the blockwise scan (scripts/bench_sft_attention.py).
+        # The paper-scale configs set their own (512).
+        attention_block=1024,
     ))
 
     c.sft = sft.get_config()

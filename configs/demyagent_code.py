@@ -27,7 +27,7 @@ def get_config():
     c.prompt_version = "hermes_code_v1"      # the code interpreter only ("hermes_code_search_v1" adds search)
     c.data.update(source="files", train_files="", eval_files="", eval_size=0)
     c.model.update(hf_path="", preset="qwen3-4b-instruct-2507", dtype="bfloat16",  # preset: the planner's architecture
-                   max_len=2048 + 20480, scan_layers=True)  # ours: 2048 prompt tokens + the response
+                   max_len=2048 + 20480, scan_layers=True, attention_block=512)  # ours: 2048 prompt tokens + the response
     c.code_interpreter.update(timeout_s=10.0, cpu_s=10, memory_mb=2048, max_processes=32, max_workers=64)  # ours
     c.sft.steps = 0                          # start from the agentic-SFT checkpoint (Qwen3-4B-RA-SFT)
     c.rl.steps = 500                         # seed 002 reports 450 steps to its best AIME numbers

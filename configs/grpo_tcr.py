@@ -19,7 +19,7 @@ def get_config():
     mixture = ",".join(f"{k}:{v:g}" for k, v in DEEPRESEARCHER_WEIGHTS.items())  # ours: the search task's data
     c.data.update(source="files", train_files="", eval_files="", eval_size=512, mixture=mixture)
     c.model.update(hf_path="", preset="qwen2.5-7b", dtype="bfloat16", max_len=2048 + 20480,  # prompt budget: ours
-                   scan_layers=True)  # preset: the planner's architecture (the command's Qwen2.5-7B-Instruct)
+                   scan_layers=True, attention_block=512)  # preset: the planner's architecture (the command's Qwen2.5-7B-Instruct)
     c.mesh.update(data=1, fsdp=-1, tensor=4)
     c.search.update(retriever="", topk=5, max_chars_per_doc=1500)  # retrieval depth and doc budget: ours
     c.sft.steps = 0                                  # start from an SFT checkpoint (model.hf_path)

@@ -15,7 +15,7 @@ def get_config():
     c.format = "research"
     c.data.update(source="files", train_files="", eval_files="", eval_size=512, mixture="")  # MuSiQue train only
     c.model.update(hf_path="", preset="qwen2.5-7b", dtype="bfloat16", max_len=512 + 8192,
-                   scan_layers=True)  # preset: the planner's architecture (the command's Qwen2.5-7B-Instruct)
+                   scan_layers=True, attention_block=512)  # preset: the planner's architecture (the command's Qwen2.5-7B-Instruct)
     c.mesh.update(data=1, fsdp=-1, tensor=4)
     c.search.update(retriever="", topk=5, max_chars_per_doc=0)
     c.sft.steps = 0

@@ -18,7 +18,7 @@ def get_config():
     # mixing in proportion to the set sizes is the same distribution.
     c.data.update(source="files", train_files="", eval_files="", eval_size=512, mixture="nq:79168,hotpotqa:90447")
     c.model.update(hf_path="", preset="qwen2.5-7b", dtype="bfloat16", max_len=6144,  # max_len: ours (prompt + 4500)
-                   scan_layers=True)  # preset: the planner's architecture (the command's Qwen2.5-7B)
+                   scan_layers=True, attention_block=512)  # preset: the planner's architecture (the command's Qwen2.5-7B)
     c.mesh.update(data=1, fsdp=-1, tensor=1)
     c.search.update(retriever="", topk=3, max_chars_per_doc=0)  # top-3; observations capped in tokens instead
     c.sft.steps = 0                                  # Search-R1 starts RL from the base/instruct model

@@ -1,0 +1,82 @@
+"""Training-step time of the default job's model per attention kernel, at its SFT and GRPO widths.
+
+    python scripts/bench_sft_attention.py [--rows 16 --widths 640,704 --repeats 5]
+
+The default config's model (4 layers, hidden 128, vocabulary 2048, random float32 weights); one forward and
+backward of the token log-probabilities (the SFT / GRPO loss path, `training.logprobs.token_logprobs`) over
+`rows` full rows of each width. Sides: attention="reference" (whole [T, S] scores) and "blockwise" (the
+key-block scan "auto" takes past one block). Gradients must agree (rtol 1e-3), else the run exits 1. Timing:
+bench_util.alternate (warm-up on each side, --repeats alternated rounds, medians). Last line:
+RESULT sft_attention width=W reference_ms=… blockwise_ms=… ratio=…   (the widest width; ratio = blockwise / reference)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_util import alternate, load_average, print_table, probe_machine, speedup, wall  # noqa: E402
+
+from atomsearch_jax.model import init_params, tiny_config  # noqa: E402
+from atomsearch_jax.training.logprobs import token_logprobs  # noqa: E402
+
+KERNELS = ("reference", "blockwise")
+
+
+def step_fn(kernel: str, tokens: jax.Array):
+    """jit(grad of the mean token log-prob) for the default model with this attention kernel."""
+    cfg = tiny_config(vocab_size=2048, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
+                      num_kv_heads=2, attention=kernel, attention_block=512)
+    rows, width = tokens.shape
+    mask = jnp.ones((rows, width), bool)
+    positions = jnp.broadcast_to(jnp.arange(width), (rows, width))
+
+    def loss(params):
+        logp, _ = token_logprobs(cfg, params, tokens, attention_mask=mask, positions=positions, chunk=256,
+                                 with_entropy=False)
+        return -logp.mean()
+
+    return jax.jit(jax.grad(loss)), init_params(cfg, jax.random.PRNGKey(0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=16)
+    ap.add_argument("--widths", default="640,704")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    probe = probe_machine()
+    print(probe.line(), flush=True)
+    print(f"default model (4 layers, hidden 128, vocab 2048), float32, forward + backward of token log-probs, "
+          f"{args.rows} rows per width; {args.repeats} alternated repeats")
+    rows, last = [], None
+    for width in (int(w) for w in args.widths.split(",")):
+        tokens = jnp.asarray(np.random.RandomState(width).randint(3, 2048, (args.rows, width)))
+        fns = {k: step_fn(k, tokens) for k in KERNELS}
+        grads = {k: fn(params) for k, (fn, params) in fns.items()}
+        for a, b in zip(jax.tree_util.tree_leaves(grads["reference"]), jax.tree_util.tree_leaves(grads["blockwise"])):
+            if not np.allclose(a, b, rtol=1e-3, atol=1e-6):
+                print(f"FAIL: gradients differ between kernels at width {width}", flush=True)
+                sys.exit(1)
+        timings = alternate({k: wall(lambda fn=fn, p=params: jax.block_until_ready(fn(p)))
+                             for k, (fn, params) in fns.items()}, repeats=args.repeats)
+        for k in KERNELS:
+            times = sorted(1e3 * t for t in timings[k]["s"].times)
+            rows.append([width, k, f"{1e3 * timings[k]['s'].median:.0f} ({times[0]:.0f}-{times[-1]:.0f})"])
+        last = (width, timings)
+    print_table(["width", "attention", "ms per step, median (min-max)"], rows)
+    print(f"load average at the end {load_average()}")
+    width, timings = last
+    print(f"RESULT sft_attention width={width} reference_ms={1e3 * timings['reference']['s'].median:.0f} "
+          f"blockwise_ms={1e3 * timings['blockwise']['s'].median:.0f} "
+          f"ratio={speedup(timings['reference']['s'], timings['blockwise']['s']):.2f}")
+
+
+if __name__ == "__main__":
+    main()
