@@ -15,7 +15,7 @@ from atomsearch_jax.data import QARecord
 from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
 from atomsearch_jax.formats import get_format
 from atomsearch_jax.sft_data import (FailureLimits, FilterConfig, SystemPrompt, TooManyFailures, filter_question,
-                                    generate_sft_data, seed_prompts)
+                                    expand_prompts, generate_sft_data, seed_prompts)
 from atomsearch_jax.sft_data.seed_prompts import SEED_PROMPTS
 from chat_fakes import ScriptedChatServer, completion_body
 from cli_helpers import run_cli
@@ -182,6 +182,40 @@ def test_search_failures_past_their_rate_stop_with_the_data_kept_so_far():
         FailureLimits(search=1.5)
 
 
+def test_seed_version_none_rolls_out_behind_the_formats_own_system_prompt():
+    """A teacher SFT-trained behind the format's prompt (the world check) gets exactly that prompt: no seed
+    text, nothing for a remote teacher to rewrite."""
+    seen = []
+
+    class Rollout:
+        fmt = FMT
+        class tokenizer:  # characters as tokens, a plain chat layout
+            @staticmethod
+            def encode(text, add_special_tokens=False):
+                return list(text)
+
+            @staticmethod
+            def apply_chat_template(messages, tokenize=False, add_generation_prompt=True):
+                return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+
+        def run(self, items, n, seed, temperature):
+            seen.extend(system for _, system in items)
+            return [dataclasses.replace(sample("Paris"), record=record) for record, _ in items for _ in range(n)]
+
+    class NoClient:
+        def post_many(self, *args, **kwargs):
+            raise AssertionError("an empty seed must not be sent for expansion")
+
+    records = [QARecord("q", "q?", ["Paris"], "t")]
+    prompts, stats = expand_prompts(NoClient(), seed_prompts("none"), 3)
+    assert [p.text for p in prompts] == [""] and stats == {"seeds": 1}
+    generate_sft_data(Rollout(), records, prompts, k=1, filters=FilterConfig(min_tool_calls=1), progress=False)
+    v1 = seed_prompts()[:1]
+    generate_sft_data(Rollout(), records, [SystemPrompt(s.id, s.text()) for s in v1], k=1,
+                      filters=FilterConfig(min_tool_calls=1), progress=False)
+    assert seen == [FMT.system_prompt(), f"{FMT.system_prompt()}\n\n{v1[0].text()}"]
+
+
 def test_filters_majority_threshold_bounds_and_dedup():
     cfg = FilterConfig(f1_threshold=0.5, min_agreement=0.5, min_tool_calls=1, max_tool_calls=2, max_tokens=1000,
                        max_per_question=2)
@@ -207,7 +241,7 @@ def test_filters_majority_threshold_bounds_and_dedup():
 
 def test_ten_versioned_seed_prompts_with_two_atomic_examples_each():
     seeds = seed_prompts()
-    assert len(seeds) == 10 and len({s.id for s in seeds}) == 10 and list(SEED_PROMPTS) == ["atomic_seeds_v1"]
+    assert len(seeds) == 10 and len({s.id for s in seeds}) == 10 and list(SEED_PROMPTS) == ["atomic_seeds_v1", "none"]
     for seed in seeds:
         assert all(len(re.findall(r"<([A-Z_]+)>.*?</\1>", e, re.DOTALL)) >= 2 for e in seed.examples)
         report = FMT.validate(FMT.render_turn([("PLAN", "x")], answer="y"))

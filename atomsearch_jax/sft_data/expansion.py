@@ -54,9 +54,9 @@ def expand_prompts(client: OpenAIClient | None, seeds: Sequence[SeedPrompt], per
     """The seeds plus up to `per_seed` teacher variants of each; returns (prompts, counters)."""
     prompts = [SystemPrompt(s.id, s.text()) for s in seeds]
     stats: collections.Counter = collections.Counter(seeds=len(seeds))
-    if client is None or per_seed <= 0:
+    jobs = [(s, v) for s in seeds if s.text() for v in range(1, per_seed + 1)]  # an empty seed has nothing to vary
+    if client is None or not jobs:
         return prompts, dict(stats)
-    jobs = [(s, v) for s in seeds for v in range(1, per_seed + 1)]
     payloads = [{"messages": [{"role": "user", "content": _INSTRUCTION.format(variant=v, seed=s.text())}],
                  "temperature": temperature, "max_tokens": max_tokens} for s, v in jobs]
     seen = {" ".join(p.text.lower().split()) for p in prompts}

@@ -107,7 +107,7 @@ def generate_sft_data(rollout: TextRollout, records: Sequence[Any], prompts: Seq
     for start in range(0, len(records), questions_per_batch):
         batch = records[start: start + questions_per_batch]
         chosen = [order[(start + i) % len(order)] for i in range(len(batch))]
-        systems = [f"{fmt.system_prompt()}\n\n{p.text}" for p in chosen]
+        systems = [f"{fmt.system_prompt()}\n\n{p.text}" if p.text else fmt.system_prompt() for p in chosen]
         samples = rollout.run(list(zip(batch, systems)), n=k, seed=seed + start, temperature=temperature)
         for q, prompt in enumerate(chosen):
             group = samples[q * k:(q + 1) * k]

@@ -4,6 +4,9 @@ The paper generates its SFT data from prompts expanded out of 10 seed templates;
 These ten are ours (`SEED_PROMPTS["atomic_seeds_v1"]`; a text never changes under its version name). Each
 seed is a reasoning style with two worked examples of atomic thoughts. A rollout's system prompt is the
 format's own system prompt (tool schema, turn syntax) followed by the seed (or a teacher-written variant).
+Version "none" is the format's system prompt alone: for a teacher that already writes atomic thoughts behind
+it (a policy SFT-trained on that prompt, which a seed's unfamiliar text would only push off its training
+distribution).
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ class SeedPrompt:
     examples: tuple[str, str]
 
     def text(self) -> str:
-        """The seed as it follows the format's system prompt."""
+        """The seed as it follows the format's system prompt ("" for the empty seed of version "none")."""
+        if not self.style:
+            return ""
         return (f"Reasoning style: {self.style}\n\n"
                 f"Example of a thinking block:\n<think>\n{self.examples[0]}\n</think>\n\n"
                 f"Another example:\n<think>\n{self.examples[1]}\n</think>")
@@ -80,7 +85,10 @@ _V1 = (
           "<SUB_QUESTION>Where was Chinua Achebe born? The previous result already says Ogidi.</SUB_QUESTION>"),
 )
 
-SEED_PROMPTS: dict[str, tuple[SeedPrompt, ...]] = {"atomic_seeds_v1": _V1}
+SEED_PROMPTS: dict[str, tuple[SeedPrompt, ...]] = {
+    "atomic_seeds_v1": _V1,
+    "none": (SeedPrompt("format_prompt", "", ("", "")),),
+}
 
 
 def seed_prompts(version: str = "atomic_seeds_v1") -> tuple[SeedPrompt, ...]:
