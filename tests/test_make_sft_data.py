@@ -149,18 +149,21 @@ def sample(answer, *, calls=1, stop="answer", failures=0, response=None):
                           search_failures=failures)
 
 
+class CharTokenizer:  # characters as tokens, a plain chat layout
+    @staticmethod
+    def encode(text, add_special_tokens=False):
+        return list(text)
+
+    @staticmethod
+    def apply_chat_template(messages, tokenize=False, add_generation_prompt=True):
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+
+
 def test_search_failures_past_their_rate_stop_with_the_data_kept_so_far():
     class Rollout:  # question "cut": every sample's search failed
         fmt = FMT
 
-        class tokenizer:  # characters as tokens, a plain chat layout
-            @staticmethod
-            def encode(text, add_special_tokens=False):
-                return list(text)
-
-            @staticmethod
-            def apply_chat_template(messages, tokenize=False, add_generation_prompt=True):
-                return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        tokenizer = CharTokenizer
 
         def run(self, items, n, seed, temperature):
             return [dataclasses.replace(sample("Paris", failures=int(record.id == "cut")), record=record)
@@ -189,14 +192,7 @@ def test_seed_version_none_rolls_out_behind_the_formats_own_system_prompt():
 
     class Rollout:
         fmt = FMT
-        class tokenizer:  # characters as tokens, a plain chat layout
-            @staticmethod
-            def encode(text, add_special_tokens=False):
-                return list(text)
-
-            @staticmethod
-            def apply_chat_template(messages, tokenize=False, add_generation_prompt=True):
-                return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        tokenizer = CharTokenizer
 
         def run(self, items, n, seed, temperature):
             seen.extend(system for _, system in items)
