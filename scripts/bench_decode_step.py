@@ -21,11 +21,11 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_util import alternate, load_average, print_table, probe_machine, speedup  # noqa: E402
+from bench_util import alternate, default_job_model, load_average, print_table, probe_machine, speedup  # noqa: E402
 
 from atomsearch_jax.generate.engine import Engine  # noqa: E402
 from atomsearch_jax.generate.sampling import sampling_arrays  # noqa: E402
-from atomsearch_jax.model import init_params, tiny_config  # noqa: E402
+from atomsearch_jax.model import init_params  # noqa: E402
 
 MAX_LEN = 704
 
@@ -45,8 +45,7 @@ def main() -> None:
     sampling = sampling_arrays(args.rows, temperature=0.0)
     engines, tokens = {}, {}
     for kernel in ("auto", "blockwise"):
-        cfg = tiny_config(vocab_size=2048, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
-                          num_kv_heads=2, attention=kernel, attention_block=512)
+        cfg = default_job_model(attention=kernel, attention_block=512)
         engines[kernel] = Engine(cfg, init_params(cfg, jax.random.PRNGKey(0)), max_len=MAX_LEN, eos_ids=())
 
     def side(kernel: str):

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_util import alternate, load_average, print_table, probe_machine, speedup, wall  # noqa: E402
+from bench_util import alternate, default_job_model, load_average, print_table, probe_machine, speedup, wall  # noqa: E402
 
-from atomsearch_jax.model import init_params, tiny_config  # noqa: E402
+from atomsearch_jax.model import init_params  # noqa: E402
 from atomsearch_jax.training.logprobs import token_logprobs  # noqa: E402
 
 KERNELS = ("reference", "blockwise")
@@ -30,8 +30,7 @@ KERNELS = ("reference", "blockwise")
 
 def step_fn(kernel: str, tokens: jax.Array):
     """jit(grad of the mean token log-prob) for the default model with this attention kernel."""
-    cfg = tiny_config(vocab_size=2048, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
-                      num_kv_heads=2, attention=kernel, attention_block=512)
+    cfg = default_job_model(attention=kernel, attention_block=512)
     rows, width = tokens.shape
     mask = jnp.ones((rows, width), bool)
     positions = jnp.broadcast_to(jnp.arange(width), (rows, width))

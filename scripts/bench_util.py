@@ -18,6 +18,7 @@ import gc
 import os
 import resource
 import statistics
+import sys
 import time
 from typing import Callable, Mapping
 
@@ -96,6 +97,22 @@ def forward_flops(cfg, batch: int, seq: int, full_logits: bool) -> float:
     attn = 2 * 2 * batch * h * d * seq * seq
     head_tokens = tokens if full_logits else batch
     return cfg.num_layers * (2 * layer_params * tokens + attn) + 2 * e * cfg.vocab_size * head_tokens
+
+
+def default_job_model(vocab_size: int = 2048, **overrides):
+    """The default job's model (configs/default.py's `model` dimensions) as a ModelConfig; the world's
+    tokenizer sets the vocabulary at run time (2048 entries at most)."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from configs.default import get_config
+
+    from atomsearch_jax.model import ModelConfig
+
+    m = get_config().model
+    fields = dict(vocab_size=vocab_size, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+                  num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+                  rope_theta=m.rope_theta, tie_word_embeddings=False, attention=m.attention,
+                  attention_block=m.attention_block)
+    return ModelConfig(**{**fields, **overrides})
 
 
 def wall(fn: Callable[[], object]) -> Side:
