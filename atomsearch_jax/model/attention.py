@@ -121,7 +121,7 @@ def reference_attention(q: Array, k: Array, v: Array, mask: KeyMask, *, kv_layou
     scores = jnp.where(vis[:, None, None], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     # Heads-major output, then a transpose of the (small) result: asked for "btkgd" directly, XLA CPU
-    # ran the decode-time product as V^T P with the cache as the left operand, ~4x slower per step.
+    # ran the decode-time product as V^T P with the cache as the left operand (scripts/bench_decode_step.py).
     out = jnp.einsum(f"bkgts,{keys}->bkgtd", probs, v)
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
