@@ -185,7 +185,7 @@ def build_model(config: ml_collections.ConfigDict, tokenizer: Any, mesh: Mesh | 
         model_config = ModelConfig(
             vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
             num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, rope_theta=m.rope_theta,
-            tie_word_embeddings=False, max_position_embeddings=max(m.max_len, 2048), dtype=m.dtype,
+            tie_word_embeddings=bool(m.get("tie_word_embeddings", False)), max_position_embeddings=max(m.max_len, 2048), dtype=m.dtype,
             param_dtype=m.dtype, eos_token_id=end_token_ids(tokenizer))
         params = init_params(model_config, jax.random.PRNGKey(config.seed))
     if not model_config.eos_ids:

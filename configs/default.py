@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
         preset="",                       # architecture for the memory planner when hf_path has no config.json
         hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
         rope_theta=10000.0, max_len=704,
+        tie_word_embeddings=False,       # the output head shares the token embedding (as Qwen2.5 0.5B-3B)
         scan_layers=False,               # train with the layers under one lax.scan (big models; the sampler unrolls)
         attention="auto",                # auto | reference | blockwise | dot_product | pallas (model/attention.py)
         # Key-block size of the blockwise kernel (slots); "auto" uses the whole-score reference kernel when a

@@ -36,12 +36,18 @@ def turn_segments(turns: Sequence[TeacherTurn], fmt: Any, *, max_chars_per_doc: 
     return segments
 
 
+def turns_example(question: str, turns: Sequence[TeacherTurn], fmt: Any, tokenizer: Any, *,
+                  max_chars_per_doc: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher `turns` answering `question` as (tokens, loss_mask) behind the format's prompt."""
+    return tokenize_segments(tokenizer, fmt.prompt_text(question, tokenizer),
+                             turn_segments(turns, fmt, max_chars_per_doc=max_chars_per_doc))
+
+
 def teacher_sft_example(record: QARecord, fmt: Any, retriever: RetrieverLike, tokenizer: Any, *, topk: int = 3,
                         max_chars_per_doc: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A teacher trajectory for a world `record` as (tokens, loss_mask) behind the format's prompt."""
-    turns = teacher_turns(record, retriever, topk=topk)
-    return tokenize_segments(tokenizer, fmt.prompt_text(record.question, tokenizer),
-                             turn_segments(turns, fmt, max_chars_per_doc=max_chars_per_doc))
+    return turns_example(record.question, teacher_turns(record, retriever, topk=topk), fmt, tokenizer,
+                         max_chars_per_doc=max_chars_per_doc)
 
 
 def pad_rows(rows: Sequence[tuple[np.ndarray, np.ndarray]], width: int) -> dict[str, np.ndarray]:

@@ -1,0 +1,97 @@
+"""Counterfactual teacher trajectories: entity names permuted within each type, consistently everywhere."""
+import random
+
+import pytest
+
+from atomsearch_jax.data.world import build_world
+from atomsearch_jax.data.world.counterfactual import EntityRenaming, rename_record, rename_turns
+from atomsearch_jax.data.world.relations import RELATIONS
+from atomsearch_jax.data.world.teacher import TeacherSearchMiss, render_trajectory, teacher_turns
+from atomsearch_jax.formats import get_format
+from atomsearch_jax.search import BM25Retriever
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world()
+
+
+@pytest.fixture(scope="module")
+def retriever(world):
+    return BM25Retriever.from_documents(world.corpus)
+
+
+@pytest.fixture(scope="module")
+def held_out(world):
+    return {r.metadata["start"] for split in ("validation", "test") for r in world.splits[split]}
+
+
+def _teacher(world, retriever, n):
+    out = []
+    for record in world.splits["train"]:
+        try:
+            out.append((record, teacher_turns(record, retriever, topk=3)))
+        except TeacherSearchMiss:
+            continue
+        if len(out) == n:
+            return out
+    return out
+
+
+def test_a_copy_is_the_teacher_trajectory_under_one_same_type_permutation(world, retriever, held_out):
+    renaming = EntityRenaming(world.graph, keep=held_out)
+    fmt = get_format("atom_searcher")
+    changed = 0
+    for i, (record, turns) in enumerate(_teacher(world, retriever, 40)):
+        rename = renaming.sample(random.Random(i))
+        copy, copy_turns = rename_record(record, rename, "cf"), rename_turns(turns, rename)
+        assert copy.id == f"{record.id}~cf"
+        # The same text with names swapped: rendering commutes with renaming.
+        assert render_trajectory(copy_turns, fmt) == rename(render_trajectory(turns, fmt))
+        chain, new_chain = record.metadata["chain"], copy.metadata["chain"]
+        for hop, new in zip(chain, new_chain):
+            for key in ("head", "tail"):
+                assert world.graph.entities[new[key]].type == world.graph.entities[hop[key]].type
+            # Each renamed hop's fact is stated by the renamed documents the copy retrieved.
+            fact = RELATIONS[new["relation"]].fact_sentence(new["head"], new["tail"])
+            assert any(fact in doc["contents"] for turn in copy_turns if turn.results
+                       for docs in turn.results for doc in docs)
+        assert copy.golden_answers == [new_chain[-1]["tail"]] == [copy_turns[-1].answer]
+        assert copy.metadata["start"] == new_chain[0]["head"] and copy.metadata["start"] in copy.question
+        names = {e for hop in chain for e in (hop["head"], hop["tail"])}
+        assert len({rename(n) for n in names}) == len(names)  # a permutation: distinct names stay distinct
+        changed += copy.golden_answers != record.golden_answers
+    assert changed >= 30  # most copies have a different answer (10 countries, 40 cities, ...)
+
+
+def test_held_out_start_entities_keep_their_names_and_never_replace_another(world, held_out):
+    renaming = EntityRenaming(world.graph, keep=held_out)
+    others = sorted(set(world.graph.entities) - held_out)
+    assert held_out and others
+    for seed in range(30):
+        rename = renaming.sample(random.Random(seed))
+        assert all(rename(name) == name for name in held_out)
+        assert not {rename(name) for name in others} & held_out
+
+
+def test_counterfactual_facts_contradict_the_world(world, retriever, held_out):
+    """A copy's answer is mostly not the world's answer to the copy's question: memorising the world's
+    facts cannot fit the copies, only reading the context can."""
+    renaming = EntityRenaming(world.graph, keep=held_out)
+    compared = contradicted = 0
+    for i, (record, turns) in enumerate(_teacher(world, retriever, 60)):
+        copy = rename_record(record, renaming.sample(random.Random(100 + i)), "cf")
+        real = world.record_for(copy.question)
+        if real is not None:
+            compared += 1
+            contradicted += real.golden_answers != copy.golden_answers
+    assert compared >= 30 and contradicted / compared >= 0.7
+
+
+def test_renaming_matches_whole_names_only(world):
+    renaming = EntityRenaming(world.graph)
+    rename = renaming.sample(random.Random(0))
+    name = sorted(n for n in world.graph.entities if " " not in n)[0]
+    glued = f"x{name}y"
+    assert rename(glued) == glued and rename(f"({name})") == f"({rename(name)})"
+    assert renaming.sample(random.Random(0))(name) == rename(name)  # a seed fixes the permutation
