@@ -49,6 +49,20 @@ def qwen_tokenizer_dir(shared_data: pathlib.Path) -> pathlib.Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def default_world():
+    """The synthetic world of WorldConfig() (built once per session)."""
+    from atomsearch_jax.data.world import build_world
+    return build_world()
+
+
+@pytest.fixture(scope="session")
+def default_world_retriever(default_world):
+    """BM25 over the default world's corpus."""
+    from atomsearch_jax.search import BM25Retriever
+    return BM25Retriever.from_documents(default_world.corpus)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _OWN_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

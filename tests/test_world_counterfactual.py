@@ -3,22 +3,20 @@ import random
 
 import pytest
 
-from atomsearch_jax.data.world import build_world
 from atomsearch_jax.data.world.counterfactual import EntityRenaming, rename_record, rename_turns
 from atomsearch_jax.data.world.relations import RELATIONS
 from atomsearch_jax.data.world.teacher import TeacherSearchMiss, render_trajectory, teacher_turns
 from atomsearch_jax.formats import get_format
-from atomsearch_jax.search import BM25Retriever
 
 
 @pytest.fixture(scope="module")
-def world():
-    return build_world()
+def world(default_world):
+    return default_world
 
 
 @pytest.fixture(scope="module")
-def retriever(world):
-    return BM25Retriever.from_documents(world.corpus)
+def retriever(default_world_retriever):
+    return default_world_retriever
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from atomsearch_jax.data.world import build_world
 from atomsearch_jax.data.world.corruptions import hallucinated_chain, wrong_bridge_chain
 from atomsearch_jax.data.world.measure import teacher_query_hit_rate
 from atomsearch_jax.data.world.oracle import OracleJudge
 from atomsearch_jax.data.world.teacher import (TeacherSearchMiss, render_trajectory, teacher_trajectory,
                                                teacher_turns)
 from atomsearch_jax.formats import FORMATS, SEARCH_TOOL, AtomicThought, get_format
-from atomsearch_jax.search import BM25Retriever
 
 
 @pytest.fixture(scope="module")
-def world():
-    return build_world()
+def world(default_world):
+    return default_world
 
 
 @pytest.fixture(scope="module")
-def retriever(world):
-    return BM25Retriever.from_documents(world.corpus)
+def retriever(default_world_retriever):
+    return default_world_retriever
 
 
 @pytest.fixture(scope="module")
