@@ -27,7 +27,7 @@ from atomsearch_jax import report as job_report
 from atomsearch_jax.agent import RolloutRunner, rollout_metrics, training_batch
 from atomsearch_jax.data import host_shard_options, mixture_pipeline, pipeline_iterator, qa_pipeline, records_dataset
 from atomsearch_jax.data.length_buckets import BucketedBatches, bucket_widths
-from atomsearch_jax.data.sft_examples import pad_rows, turns_example
+from atomsearch_jax.data.sft_examples import first_turn_example, pad_rows, turns_example
 from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
 from atomsearch_jax.distributed_flags import initialize_from_flags
 from atomsearch_jax.evaluation import evaluate_datasets
@@ -63,27 +63,32 @@ def _checkpoint_dir(trainer_config: ml_collections.ConfigDict, workdir: str, nam
 
 
 def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[str, tuple]:
-    """The teacher's trajectory for every train question, plus config.sft.world_counterfactual_copies
-    copies of each with the entity names permuted (data.world.counterfactual; held-out starts kept)."""
+    """The teacher's trajectory for every train question, plus counterfactual copies with the entity names
+    permuted (data.world.counterfactual; held-out starts kept): config.sft.world_counterfactual_copies whole
+    trajectories and config.sft.world_first_turn_copies first turns (prompt to first search call) each."""
     from atomsearch_jax.data.world import TeacherSearchMiss, teacher_turns
     from atomsearch_jax.data.world.counterfactual import EntityRenaming, rename_record, rename_turns
 
     copies = int(config.sft.get("world_counterfactual_copies", 0))
+    first_turns = int(config.sft.get("world_first_turn_copies", 0))
     held_out = {r.metadata["start"] for split in ("validation", "test") for r in env.world.splits[split]}
-    renaming = EntityRenaming(env.world.graph, keep=held_out) if copies else None
+    renaming = EntityRenaming(env.world.graph, keep=held_out) if copies + first_turns else None
     examples = {}
     for record in env.train_records:
         try:
             turns = teacher_turns(record, env.retriever, topk=config.search.topk)
         except TeacherSearchMiss:
             continue
-        variants = [(record, turns)]
-        for copy in range(copies):
+        examples[record.id] = turns_example(record.question, turns, env.fmt, env.tokenizer,
+                                            max_chars_per_doc=config.search.max_chars_per_doc)
+        for copy in range(copies + first_turns):
             rename = renaming.sample(random.Random(f"{config.seed}:{record.id}:{copy}"))
-            variants.append((rename_record(record, rename, f"cf{copy}"), rename_turns(turns, rename)))
-        for variant, variant_turns in variants:
-            examples[variant.id] = turns_example(variant.question, variant_turns, env.fmt, env.tokenizer,
-                                                 max_chars_per_doc=config.search.max_chars_per_doc)
+            variant, variant_turns = rename_record(record, rename, f"cf{copy}"), rename_turns(turns, rename)
+            if copy < copies:
+                examples[variant.id] = turns_example(variant.question, variant_turns, env.fmt, env.tokenizer,
+                                                     max_chars_per_doc=config.search.max_chars_per_doc)
+            else:
+                examples[variant.id] = first_turn_example(variant.question, variant_turns, env.fmt, env.tokenizer)
     return examples
 
 

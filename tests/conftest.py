@@ -63,6 +63,15 @@ def default_world_retriever(default_world):
     return BM25Retriever.from_documents(default_world.corpus)
 
 
+@pytest.fixture(scope="session")
+def default_world_tokenizer(default_world, tmp_path_factory):
+    """The BPE tokenizer trained on the default world, loaded with transformers."""
+    from transformers import AutoTokenizer
+
+    from atomsearch_jax.data.world import train_tokenizer
+    return AutoTokenizer.from_pretrained(train_tokenizer(default_world, tmp_path_factory.mktemp("world_tok")))
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _OWN_CACHE:
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -3,6 +3,7 @@ import random
 
 import pytest
 
+from atomsearch_jax.data.sft_examples import first_turn_example, turns_example
 from atomsearch_jax.data.world.counterfactual import EntityRenaming, rename_record, rename_turns
 from atomsearch_jax.data.world.relations import RELATIONS
 from atomsearch_jax.data.world.teacher import TeacherSearchMiss, render_trajectory, teacher_turns
@@ -93,3 +94,17 @@ def test_renaming_matches_whole_names_only(world):
     glued = f"x{name}y"
     assert rename(glued) == glued and rename(f"({name})") == f"({rename(name)})"
     assert renaming.sample(random.Random(0))(name) == rename(name)  # a seed fixes the permutation
+
+
+def test_a_first_turn_example_is_the_whole_example_up_to_the_first_search_call(world, retriever,
+                                                                                  default_world_tokenizer):
+    tok, fmt = default_world_tokenizer, get_format("atom_searcher")
+    for record, turns in _teacher(world, retriever, 5):
+        tokens, mask = first_turn_example(record.question, turns, fmt, tok)
+        whole, whole_mask = turns_example(record.question, turns, fmt, tok)
+        assert (tokens == whole[: len(tokens)]).all() and (mask == whole_mask[: len(mask)]).all()
+        assert whole_mask[len(tokens)] == 0  # the first search's results follow: environment text
+        text = tok.decode(tokens[mask > 0])
+        assert record.metadata["start"] in text and text.rstrip().endswith("</tool_call>")
+        assert mask.sum() == len(tokens) - len(tok.encode(fmt.prompt_text(record.question, tok),
+                                                            add_special_tokens=False))

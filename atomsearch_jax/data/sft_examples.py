@@ -43,6 +43,12 @@ def turns_example(question: str, turns: Sequence[TeacherTurn], fmt: Any, tokeniz
                              turn_segments(turns, fmt, max_chars_per_doc=max_chars_per_doc))
 
 
+def first_turn_example(question: str, turns: Sequence[TeacherTurn], fmt: Any, tokenizer: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The prompt and the teacher's first model turn only (plan, action and the first search call): the
+    one turn whose entity must be read from the question, at a fraction of a whole trajectory's tokens."""
+    return tokenize_segments(tokenizer, fmt.prompt_text(question, tokenizer), turn_segments(turns[:1], fmt)[:1])
+
+
 def teacher_sft_example(record: QARecord, fmt: Any, retriever: RetrieverLike, tokenizer: Any, *, topk: int = 3,
                         max_chars_per_doc: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A teacher trajectory for a world `record` as (tokens, loss_mask) behind the format's prompt."""

@@ -10,6 +10,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = training_config.get_config()
     config.optimizer.learning_rate = 1e-5
     config.optimizer.warmup_steps = 10
-    # Synthetic world only: entity-renamed copies of each teacher trajectory (data/world/counterfactual.py).
+    # Synthetic world only: entity-renamed copies of each teacher trajectory (data/world/counterfactual.py),
     config.world_counterfactual_copies = 0
+    config.world_first_turn_copies = 0    # ... and renamed first turns only (prompt to the first search call)
     return config
