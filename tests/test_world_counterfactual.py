@@ -11,25 +11,15 @@ from atomsearch_jax.formats import get_format
 
 
 @pytest.fixture(scope="module")
-def world(default_world):
-    return default_world
+def held_out(default_world):
+    return {r.metadata["start"] for split in ("validation", "test") for r in default_world.splits[split]}
 
 
-@pytest.fixture(scope="module")
-def retriever(default_world_retriever):
-    return default_world_retriever
-
-
-@pytest.fixture(scope="module")
-def held_out(world):
-    return {r.metadata["start"] for split in ("validation", "test") for r in world.splits[split]}
-
-
-def _teacher(world, retriever, n):
+def _teacher(default_world, default_world_retriever, n):
     out = []
-    for record in world.splits["train"]:
+    for record in default_world.splits["train"]:
         try:
-            out.append((record, teacher_turns(record, retriever, topk=3)))
+            out.append((record, teacher_turns(record, default_world_retriever, topk=3)))
         except TeacherSearchMiss:
             continue
         if len(out) == n:
@@ -37,11 +27,11 @@ def _teacher(world, retriever, n):
     return out
 
 
-def test_a_copy_is_the_teacher_trajectory_under_one_same_type_permutation(world, retriever, held_out):
-    renaming = EntityRenaming(world.graph, keep=held_out)
+def test_a_copy_is_the_teacher_trajectory_under_one_same_type_permutation(default_world, default_world_retriever, held_out):
+    renaming = EntityRenaming(default_world.graph, keep=held_out)
     fmt = get_format("atom_searcher")
     changed = 0
-    for i, (record, turns) in enumerate(_teacher(world, retriever, 40)):
+    for i, (record, turns) in enumerate(_teacher(default_world, default_world_retriever, 40)):
         rename = renaming.sample(random.Random(i))
         copy, copy_turns = rename_record(record, rename, "cf"), rename_turns(turns, rename)
         assert copy.id == f"{record.id}~cf"
@@ -50,7 +40,7 @@ def test_a_copy_is_the_teacher_trajectory_under_one_same_type_permutation(world,
         chain, new_chain = record.metadata["chain"], copy.metadata["chain"]
         for hop, new in zip(chain, new_chain):
             for key in ("head", "tail"):
-                assert world.graph.entities[new[key]].type == world.graph.entities[hop[key]].type
+                assert default_world.graph.entities[new[key]].type == default_world.graph.entities[hop[key]].type
             # Each renamed hop's fact is stated by the renamed documents the copy retrieved.
             fact = RELATIONS[new["relation"]].fact_sentence(new["head"], new["tail"])
             assert any(fact in doc["contents"] for turn in copy_turns if turn.results
@@ -63,9 +53,9 @@ def test_a_copy_is_the_teacher_trajectory_under_one_same_type_permutation(world,
     assert changed >= 30  # most copies have a different answer (10 countries, 40 cities, ...)
 
 
-def test_held_out_start_entities_keep_their_names_and_never_replace_another(world, held_out):
-    renaming = EntityRenaming(world.graph, keep=held_out)
-    others = sorted(set(world.graph.entities) - held_out)
+def test_held_out_start_entities_keep_their_names_and_never_replace_another(default_world, held_out):
+    renaming = EntityRenaming(default_world.graph, keep=held_out)
+    others = sorted(set(default_world.graph.entities) - held_out)
     assert held_out and others
     for seed in range(30):
         rename = renaming.sample(random.Random(seed))
@@ -73,33 +63,33 @@ def test_held_out_start_entities_keep_their_names_and_never_replace_another(worl
         assert not {rename(name) for name in others} & held_out
 
 
-def test_counterfactual_facts_contradict_the_world(world, retriever, held_out):
-    """A copy's answer is mostly not the world's answer to the copy's question: memorising the world's
+def test_counterfactual_facts_contradict_the_world(default_world, default_world_retriever, held_out):
+    """A copy's answer is mostly not the default_world's answer to the copy's question: memorising the default_world's
     facts cannot fit the copies, only reading the context can."""
-    renaming = EntityRenaming(world.graph, keep=held_out)
+    renaming = EntityRenaming(default_world.graph, keep=held_out)
     compared = contradicted = 0
-    for i, (record, turns) in enumerate(_teacher(world, retriever, 60)):
+    for i, (record, turns) in enumerate(_teacher(default_world, default_world_retriever, 60)):
         copy = rename_record(record, renaming.sample(random.Random(100 + i)), "cf")
-        real = world.record_for(copy.question)
+        real = default_world.record_for(copy.question)
         if real is not None:
             compared += 1
             contradicted += real.golden_answers != copy.golden_answers
     assert compared >= 30 and contradicted / compared >= 0.7
 
 
-def test_renaming_matches_whole_names_only(world):
-    renaming = EntityRenaming(world.graph)
+def test_renaming_matches_whole_names_only(default_world):
+    renaming = EntityRenaming(default_world.graph)
     rename = renaming.sample(random.Random(0))
-    name = sorted(n for n in world.graph.entities if " " not in n)[0]
+    name = sorted(n for n in default_world.graph.entities if " " not in n)[0]
     glued = f"x{name}y"
     assert rename(glued) == glued and rename(f"({name})") == f"({rename(name)})"
     assert renaming.sample(random.Random(0))(name) == rename(name)  # a seed fixes the permutation
 
 
-def test_a_first_turn_example_is_the_whole_example_up_to_the_first_search_call(world, retriever,
+def test_a_first_turn_example_is_the_whole_example_up_to_the_first_search_call(default_world, default_world_retriever,
                                                                                   default_world_tokenizer):
     tok, fmt = default_world_tokenizer, get_format("atom_searcher")
-    for record, turns in _teacher(world, retriever, 5):
+    for record, turns in _teacher(default_world, default_world_retriever, 5):
         tokens, mask = first_turn_example(record.question, turns, fmt, tok)
         whole, whole_mask = turns_example(record.question, turns, fmt, tok)
         assert (tokens == whole[: len(tokens)]).all() and (mask == whole_mask[: len(mask)]).all()
