@@ -67,12 +67,11 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
     permuted (data.world.counterfactual; held-out starts kept): config.sft.world_counterfactual_copies whole
     trajectories and config.sft.world_first_turn_copies first turns (prompt to first search call) each."""
     from atomsearch_jax.data.world import TeacherSearchMiss, teacher_turns
-    from atomsearch_jax.data.world.counterfactual import EntityRenaming, rename_record, rename_turns
+    from atomsearch_jax.data.world.counterfactual import EntityRenaming, held_out_starts, rename_record, rename_turns
 
     copies = int(config.sft.get("world_counterfactual_copies", 0))
     first_turns = int(config.sft.get("world_first_turn_copies", 0))
-    held_out = {r.metadata["start"] for split in ("validation", "test") for r in env.world.splits[split]}
-    renaming = EntityRenaming(env.world.graph, keep=held_out) if copies + first_turns else None
+    renaming = EntityRenaming(env.world.graph, keep=held_out_starts(env.world)) if copies + first_turns else None
     examples = {}
     for record in env.train_records:
         try:

@@ -54,12 +54,11 @@ def probe_sets(config, env):
     """{set name: rows}; the renamed copies use the trainer's own renaming (train._world_teacher_examples)."""
     import random
 
-    from atomsearch_jax.data.world.counterfactual import EntityRenaming, rename_record
+    from atomsearch_jax.data.world.counterfactual import EntityRenaming, held_out_starts, rename_record
 
     sets = {"validation": probe_rows(env, env.eval_records), "train": probe_rows(env, env.train_records)}
     if config.sft.world_counterfactual_copies:
-        held_out = {r.metadata["start"] for split in ("validation", "test") for r in env.world.splits[split]}
-        renaming = EntityRenaming(env.world.graph, keep=held_out)
+        renaming = EntityRenaming(env.world.graph, keep=held_out_starts(env.world))
 
         def first_copy(record):
             renamer = renaming.sample(random.Random(f"{config.seed}:{record.id}:0"))

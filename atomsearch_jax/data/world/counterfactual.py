@@ -23,6 +23,11 @@ from atomsearch_jax.data.world.teacher import TeacherTurn
 Renamer = Callable[[str], str]
 
 
+def held_out_starts(world) -> set[str]:
+    """Start entities of the validation and test questions: the names renaming must keep."""
+    return {r.metadata["start"] for split in ("validation", "test") for r in world.splits[split]}
+
+
 class EntityRenaming:
     """Random same-type permutations of a world's entity names, applied to whole words of any text.
 
