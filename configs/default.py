@@ -49,7 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
         rope_theta=10000.0, max_len=704,
         # The output head shares the token embedding (as Qwen2.5 0.5B-3B). Tied, copying a name from the context
         # needs one shared map instead of an output row learnt per name: the SFT policy names the question's
-        # entity in 79% of validation plans after 480 steps, 15% untied (scripts/sft_copy_probe.py, BENCHMARKS.md).
+        # entity in 79% of validation plans after 480 steps; untied, 8% at step 480 of a 720-step schedule
+        # (scripts/sft_copy_probe.py, BENCHMARKS.md).
         tie_word_embeddings=True,
         scan_layers=False,               # train with the layers under one lax.scan (big models; the sampler unrolls)
         attention="auto",                # auto | reference | blockwise | dot_product | pallas (model/attention.py)
