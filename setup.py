@@ -23,6 +23,7 @@ setup(
         "ml_dtypes>=0.4",
         "importlib_resources>=6.0",
         "bm25s>=0.2.10,<0.4",
+        "numba>=0.60,<1",          # the BM25 scoring kernel (search/bm25_kernel.py)
         "PyStemmer>=2.2,<4",
         "pyarrow>=15",
         "tqdm>=4.66",

@@ -3,12 +3,13 @@ over the corpus built from all shared paragraph-carrying QA samples.
 
   python scripts/bench_search.py [--shared_data=../shared/data] [--clients=16] [--repeats=5]
 
-Queries are the distinct questions of those files. Peers, on the same corpus, the same analysed terms
-(same stemmer and stopwords) and the same k:
-- bm25s `BM25.retrieve` on the very index we search (loaded from the same directory), with its fastest
-  backend that is installed here (numba when importable, else numpy; printed); its top-k is checked
-  equal to ours (same scores, same documents up to ties at the k-th score) for every query before timing;
-- rank_bm25 `BM25Okapi.get_scores` + argsort, one query at a time (its only mode).
+Queries are the distinct questions of those files. Each side runs its own pipeline from query strings to
+top-k, on the same corpus, the same analysis (stemmer, stopwords) and the same k:
+- bm25s: `bm25s.tokenize` (the index's stopwords and PyStemmer stemmer) then `BM25.retrieve` on the very
+  index we search (loaded from the same directory), with its fastest backend that is installed here (numba
+  when importable, else numpy; printed); its top-k is checked equal to ours (same scores, same documents
+  up to ties at the k-th score) for every query before timing;
+- rank_bm25: `bm25s.tokenize` then `BM25Okapi.get_scores` + argsort, one query at a time (its only mode).
 Rows: single-query latency (one query per call; p50/p99 over every call of every round) and batched
 throughput (--batch_size queries per call over all questions). Timing: bench_util.alternate (warm-up,
 --repeats rounds alternating the sides, medians). The server runs as a separate process (python -m
@@ -36,7 +37,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_util import alternate, load_average, probe_machine, speedup  # noqa: E402
 
-from atomsearch_jax.search.bm25 import BM25Index, BM25Retriever, keep_jax_on_cpu
+from atomsearch_jax.search.bm25 import BM25Index, BM25Retriever, BM25Settings, keep_jax_on_cpu
 from atomsearch_jax.search.corpus_builder import CorpusBuilder, read_qa_paragraphs
 from atomsearch_jax.search.http_client import HttpRetriever
 
@@ -82,6 +83,15 @@ def bm25s_peer(index_dir: pathlib.Path):
     return model, backend
 
 
+def bm25s_analyse(settings: BM25Settings):
+    """The peer's own query analysis: bm25s.tokenize with the index's stopwords and PyStemmer stemmer."""
+    import bm25s  # noqa: PLC0415
+    import Stemmer  # noqa: PLC0415
+    stemmer = Stemmer.Stemmer(settings.stemmer) if settings.stemmer else None
+    return lambda texts: bm25s.tokenize(list(texts), lower=True, stopwords=settings.stopwords or [], stemmer=stemmer,
+                                        return_ids=False, show_progress=False)
+
+
 def topk_mismatches(ours: list[tuple[np.ndarray, np.ndarray]], peer_ids: np.ndarray, peer_scores: np.ndarray) -> int:
     """Queries whose top-k differ: scores not equal (rel. 1e-4), or different documents above the k-th score.
 
@@ -107,7 +117,7 @@ def in_process_timings(index: BM25Index, peer, questions: list[str]) -> tuple[di
 
     Returns ({side: Timing of a batched round}, {side: per-call latencies in ms of the single-query rounds})."""
     from rank_bm25 import BM25Okapi  # noqa: PLC0415  (test extra; only the baseline needs it)
-    analyse, k, size = index._analyzer.terms, FLAGS.topk, FLAGS.batch_size
+    analyse, k, size = bm25s_analyse(index.settings), FLAGS.topk, FLAGS.batch_size
     rank = BM25Okapi(analyse([index.store[i]["contents"] for i in range(index.num_docs)]))
     batches = [questions[i:i + size] for i in range(0, len(questions), size)]
     singles = questions[:FLAGS.single_queries]
@@ -211,7 +221,8 @@ def main(argv: list[str]) -> None:
         index = BM25Index.load(workdir / "index", mmap=True)  # what the server loads
         peer, backend = bm25s_peer(workdir / "index")
         ours = index.search(questions, FLAGS.topk)
-        peer_ids, peer_scores = peer.retrieve(index._analyzer.terms(questions), k=FLAGS.topk, show_progress=False)
+        peer_ids, peer_scores = peer.retrieve(bm25s_analyse(index.settings)(questions), k=FLAGS.topk,
+                                              show_progress=False)
         bad = topk_mismatches(ours, np.asarray(peer_ids), np.asarray(peer_scores))
         if bad:
             sys.exit(f"top-{FLAGS.topk} of {bad} of {len(questions)} queries differ from bm25s retrieve")

@@ -1,9 +1,10 @@
 """BM25 over a corpus with bm25s: build, save, load (memory-mapped), batched top-k with scores.
 
 bm25s computes the BM25 weight of every (term, document) pair once, at build time, into a sparse
-term-by-document matrix. A batch of queries is then one sparse matrix product (queries x terms) @
-(terms x documents) followed by a top-k over each row's non-zeros: documents sharing no term with the
-query score 0 and are never returned.
+term-by-document matrix. A query's scores are the sum of its terms' rows (the sparse product
+query_counts @ weights), followed by a top-k over the documents it touched: documents sharing no term
+with the query score 0 and are never returned. Both run in a compiled kernel (bm25_kernel.py), a batch
+split across the host's cores.
 
 bm25s is imported lazily: importing it initialises a JAX backend (bm25s.selection calls
 jax.lax.top_k at import time), which must not happen before ``jax.distributed.initialize()`` in a
@@ -11,6 +12,7 @@ training process.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -20,13 +22,15 @@ import threading
 from typing import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
+from atomsearch_jax.search.analysis import Analyzer
+from atomsearch_jax.search.bm25_kernel import Scratch, score_top_k
 from atomsearch_jax.search.documents import DocStore, PathLike
 from atomsearch_jax.search.retriever import Retriever, SearchResult
-from atomsearch_jax.search.topk import top_k
 
 META_FILE = "atomsearch_bm25.json"
+_MAX_CACHED_TOKENS = 1 << 20
+_MIN_CHUNK = 16  # queries per scoring task: below this the hand-off to a pool thread costs more than it saves
 _FORMAT_VERSION = 1
 
 
@@ -54,28 +58,6 @@ class BM25Settings:
     stopwords: str | None = "en"
 
 
-class _Analyzer:
-    """Text -> stemmed terms, identical for documents and queries (one PyStemmer object per thread:
-    PyStemmer stemmers are not thread-safe)."""
-
-    def __init__(self, settings: BM25Settings):
-        self._settings = settings
-        self._local = threading.local()
-
-    def _stemmer(self):
-        if self._settings.stemmer is None:
-            return None
-        stemmer = getattr(self._local, "stemmer", None)
-        if stemmer is None:
-            import Stemmer  # noqa: PLC0415  (PyStemmer; only needed when stemming)
-            stemmer = self._local.stemmer = Stemmer.Stemmer(self._settings.stemmer)
-        return stemmer
-
-    def terms(self, texts: Sequence[str], show_progress: bool = False) -> list[list[str]]:
-        return _bm25s().tokenize(list(texts), lower=True, stopwords=self._settings.stopwords or [],
-                                 stemmer=self._stemmer(), return_ids=False, show_progress=show_progress)
-
-
 class BM25Index:
     """A bm25s index plus the corpus rows it scores. Thread-safe for concurrent searches."""
 
@@ -83,17 +65,21 @@ class BM25Index:
         self._model = model
         self.store = store
         self.settings = settings
-        self._analyzer = _Analyzer(settings)
+        self._analyzer = Analyzer(settings.stemmer, settings.stopwords)
         scores = model.scores
         self.num_docs = int(scores["num_docs"])
         if self.num_docs != len(store):
             raise ValueError(f"index scores {self.num_docs} documents but its corpus holds {len(store)}")
-        indptr = scores["indptr"]
         # Rows = terms, columns = documents: bm25s stores each term's postings contiguously.
-        self._weights = sp.csr_matrix((scores["data"], scores["indices"], indptr),
-                                      shape=(len(indptr) - 1, self.num_docs), copy=False)
+        self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
+        self._indices = np.asarray(scores["indices"], dtype=np.int64)
+        self._data = np.asarray(scores["data"], dtype=np.float32)
         self._vocab: dict[str, int] = model.vocab_dict
         self._nonoccurrence = getattr(model, "nonoccurrence_array", None)
+        self._threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._threads, thread_name_prefix="bm25")
+        self._local = threading.local()
+        self._token_ids: dict[str, int] = {}  # analysed token -> vocabulary id, -1 when not in the vocabulary
 
     @classmethod
     def build(cls, docs: Sequence[dict], settings: BM25Settings = BM25Settings(), *,
@@ -102,7 +88,7 @@ class BM25Index:
         if not docs:
             raise ValueError("cannot build a BM25 index over an empty corpus")
         bm25s = _bm25s()
-        terms = _Analyzer(settings).terms([d["contents"] for d in docs], show_progress=show_progress)
+        terms = Analyzer(settings.stemmer, settings.stopwords).terms([d["contents"] for d in docs], show_progress=show_progress)
         # Term ids in first-seen order (bm25s would number them in set order, which changes with the
         # process's hash seed): the same corpus then gives byte-identical indexes, and the same float
         # summation order at query time, in every process.
@@ -136,31 +122,65 @@ class BM25Index:
         model = _bm25s().BM25.load(directory, mmap=mmap, show_progress=False)
         return cls(model, DocStore.load(directory, mmap_text=mmap), settings)
 
-    def _query_matrix(self, queries: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
-        """(term counts [B, V] with repeated terms counted, per-query constant score offset [B])."""
-        rows, cols = [], []
-        for row, terms in enumerate(self._analyzer.terms(queries)):
-            ids = [self._vocab[t] for t in terms if t in self._vocab]
-            cols.extend(ids)
-            rows.extend([row] * len(ids))
-        counts = np.ones(len(cols), dtype=np.float32)
-        matrix = sp.csr_matrix((counts, (rows, cols)), shape=(len(queries), self._weights.shape[0]))
+    def _term_ids(self, queries: Sequence[str]) -> list[list[int]]:
+        """Each query's vocabulary ids (repeats kept, unknown terms dropped), through a token -> id cache."""
+        token_lists = [self._analyzer.tokens(q) for q in queries]
+        cache = self._token_ids
+        missing = {t for tokens in token_lists for t in tokens if t not in cache}
+        if missing:
+            if len(cache) + len(missing) > _MAX_CACHED_TOKENS:
+                cache = self._token_ids = {}  # a new dict: concurrent readers keep a complete one
+                missing = {t for tokens in token_lists for t in tokens}
+            stems, vocab = self._analyzer.stems(missing), self._vocab
+            cache.update({t: vocab.get(stems[t], -1) for t in missing})
+        return [[i for i in map(cache.__getitem__, tokens) if i >= 0] for tokens in token_lists]
+
+    def _query_terms(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query_ptr [B+1], term ids [T] with repeats, per-query constant score offset [B])."""
+        ids = self._term_ids(queries)
+        lengths = np.array([len(x) for x in ids], dtype=np.int64)
+        query_ptr = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=query_ptr[1:])
+        terms = np.array([t for x in ids for t in x], dtype=np.int64)
         offsets = np.zeros(len(queries), dtype=np.float32)
         if self._nonoccurrence is not None:  # BM25L / BM25+ add a per-term score to every document
-            np.add.at(offsets, np.asarray(rows, dtype=np.int64),
-                      np.asarray(self._nonoccurrence)[np.asarray(cols, dtype=np.int64)])
-        return matrix, offsets
+            np.add.at(offsets, np.repeat(np.arange(len(queries)), lengths), np.asarray(self._nonoccurrence)[terms])
+        return query_ptr, terms, offsets
+
+    def _score(self, query_ptr: np.ndarray, terms: np.ndarray, rows: np.ndarray, scores: np.ndarray,
+               counts: np.ndarray) -> None:
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = Scratch(self.num_docs)
+        score_top_k(self._indptr, self._indices, self._data, query_ptr, terms, rows.shape[1], rows, scores, counts,
+                    scratch.acc, scratch.touched_rows)
 
     def search(self, queries: Sequence[str], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per query: (corpus rows [<=k], scores [<=k]) best first; only documents matching a term."""
-        query_matrix, offsets = self._query_matrix(queries)
-        scores = (query_matrix @ self._weights).tocsr()
-        out = []
-        for row in range(len(queries)):
-            start, end = scores.indptr[row], scores.indptr[row + 1]
-            hit_rows, hit_scores = top_k(scores.data[start:end], scores.indices[start:end], k)
-            out.append((hit_rows, hit_scores + offsets[row]))
-        return out
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        n = len(queries)
+        rows = np.zeros((n, k), dtype=np.int64)
+        scores = np.zeros((n, k), dtype=np.float32)
+        counts = np.zeros(n, dtype=np.int64)
+        offsets = np.zeros(n, dtype=np.float32)
+        # A pipeline: this thread analyses chunk i+1 (Python, holds the GIL) while pool threads score chunk i
+        # (compiled, GIL released); a batch of one chunk is scored right here.
+        chunk = max(_MIN_CHUNK, -(-n // (4 * self._threads)))
+        pending = []
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            query_ptr, terms, offsets[lo:hi] = self._query_terms(queries[lo:hi])
+            args = (query_ptr, terms, rows[lo:hi], scores[lo:hi], counts[lo:hi])
+            if hi - lo == n:
+                self._score(*args)
+            else:
+                pending.append(self._pool.submit(self._score, *args))
+        for future in pending:
+            future.result()
+        if self._nonoccurrence is not None:
+            scores += offsets[:, None]
+        return [(rows[i, :counts[i]], scores[i, :counts[i]]) for i in range(n)]
 
 
 class BM25Retriever(Retriever):
