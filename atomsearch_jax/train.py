@@ -65,29 +65,44 @@ def _checkpoint_dir(trainer_config: ml_collections.ConfigDict, workdir: str, nam
 def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[str, tuple]:
     """The teacher's trajectory for every train question, plus counterfactual copies with the entity names
     permuted (data.world.counterfactual; held-out starts kept): config.sft.world_counterfactual_copies whole
-    trajectories and config.sft.world_first_turn_copies first turns (prompt to first search call) each."""
+    trajectories and config.sft.world_first_turn_copies first turns (prompt to first search call) each.
+
+    config.sft.world_early_answer_fraction of the whole trajectories (drawn per example) come from a weak
+    teacher that plans only the first hop and answers its bridge entity: a mistake the outcome reward
+    and the process judge (an answer statement that is not the golden answer) both expose to GRPO."""
     from atomsearch_jax.data.world import TeacherSearchMiss, teacher_turns
     from atomsearch_jax.data.world.counterfactual import EntityRenaming, held_out_starts, rename_record, rename_turns
 
     copies = int(config.sft.get("world_counterfactual_copies", 0))
     first_turns = int(config.sft.get("world_first_turn_copies", 0))
+    early = float(config.sft.get("world_early_answer_fraction", 0.0))
+    if not 0.0 <= early <= 1.0:
+        raise ValueError(f"config.sft.world_early_answer_fraction must be in [0, 1], got {early}")
     renaming = EntityRenaming(env.world.graph, keep=held_out_starts(env.world)) if copies + first_turns else None
+    topk, max_chars = config.search.topk, config.search.max_chars_per_doc
     examples = {}
     for record in env.train_records:
         try:
-            turns = teacher_turns(record, env.retriever, topk=config.search.topk)
+            turns = teacher_turns(record, env.retriever, topk=topk)
+            first_hop = record.metadata["chain"][:1]
+            early_turns = teacher_turns(record, env.retriever, topk=topk, chain=first_hop) if early else turns
         except TeacherSearchMiss:
             continue
-        examples[record.id] = turns_example(record.question, turns, env.fmt, env.tokenizer,
-                                            max_chars_per_doc=config.search.max_chars_per_doc)
+
+        def whole(copy: int) -> list:
+            return early_turns if random.Random(f"{config.seed}:{record.id}:{copy}:early").random() < early else turns
+
+        examples[record.id] = turns_example(record.question, whole(-1), env.fmt, env.tokenizer,
+                                            max_chars_per_doc=max_chars)
         for copy in range(copies + first_turns):
             rename = renaming.sample(random.Random(f"{config.seed}:{record.id}:{copy}"))
-            variant, variant_turns = rename_record(record, rename, f"cf{copy}"), rename_turns(turns, rename)
+            variant = rename_record(record, rename, f"cf{copy}")
             if copy < copies:
-                examples[variant.id] = turns_example(variant.question, variant_turns, env.fmt, env.tokenizer,
-                                                     max_chars_per_doc=config.search.max_chars_per_doc)
+                examples[variant.id] = turns_example(variant.question, rename_turns(whole(copy), rename), env.fmt,
+                                                     env.tokenizer, max_chars_per_doc=max_chars)
             else:
-                examples[variant.id] = first_turn_example(variant.question, variant_turns, env.fmt, env.tokenizer)
+                examples[variant.id] = first_turn_example(variant.question, rename_turns(turns, rename), env.fmt,
+                                                          env.tokenizer)
     return examples
 
 

@@ -98,3 +98,32 @@ def test_a_first_turn_example_is_the_whole_example_up_to_the_first_search_call(d
         assert record.metadata["start"] in text and text.rstrip().endswith("</tool_call>")
         assert mask.sum() == len(tokens) - len(tok.encode(fmt.prompt_text(record.question, tok),
                                                             add_special_tokens=False))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_weak_teacher_answers_the_bridge_on_the_configured_share(default_world, default_world_retriever,
+                                                                 default_world_tokenizer, fraction):
+    from configs.default import get_config
+    from atomsearch_jax.experiment import Environment
+    from atomsearch_jax.train import _world_teacher_examples
+    config = get_config()
+    config.sft.world_early_answer_fraction = fraction
+    fmt = get_format("atom_searcher")
+    records = default_world.splits["train"][:60]
+    env = Environment(fmt=fmt, tokenizer=default_world_tokenizer, retriever=default_world_retriever,
+                      train_records=records, eval_records=[], heldout_records=[], world=default_world)
+    examples = _world_teacher_examples(config, env)
+    assert len(examples) >= 3 * 50  # the original and its two counterfactual copies
+    by_id = {r.id: r for r in records}
+    early = total = 0
+    for key, (tokens, mask) in examples.items():
+        if "~" in key:
+            continue
+        text = default_world_tokenizer.decode(tokens[mask.astype(bool)])
+        record = by_id[key]
+        bridge, answer = record.metadata["chain"][0]["tail"], record.golden_answers[0]
+        final = fmt.extract_answer(text)
+        assert final in (bridge, answer), (final, bridge, answer)
+        total += 1
+        early += final == bridge
+    assert {0.0: early == 0, 1.0: early == total, 0.5: 0.3 * total < early < 0.7 * total}[fraction], (early, total)

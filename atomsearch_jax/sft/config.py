@@ -13,4 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Synthetic world only: entity-renamed copies of each teacher trajectory (data/world/counterfactual.py),
     config.world_counterfactual_copies = 0
     config.world_first_turn_copies = 0    # ... and renamed first turns only (prompt to the first search call)
+    # Share of whole teacher trajectories from a weak teacher that stops after the first hop and answers its
+    # bridge entity (drawn per example; see train._world_teacher_examples).
+    config.world_early_answer_fraction = 0.0
     return config
