@@ -70,10 +70,11 @@ class BM25Index:
         self.num_docs = int(scores["num_docs"])
         if self.num_docs != len(store):
             raise ValueError(f"index scores {self.num_docs} documents but its corpus holds {len(store)}")
-        # Rows = terms, columns = documents: bm25s stores each term's postings contiguously.
-        self._indptr = np.asarray(scores["indptr"], dtype=np.int64)
-        self._indices = np.asarray(scores["indices"], dtype=np.int64)
-        self._data = np.asarray(scores["data"], dtype=np.float32)
+        # Rows = terms, columns = documents: bm25s stores each term's postings contiguously. Stored dtypes
+        # are kept (the kernel compiles per dtype) so a memory-mapped index is not copied into memory.
+        self._indptr = np.asarray(scores["indptr"])
+        self._indices = np.asarray(scores["indices"])
+        self._data = np.asarray(scores["data"])
         self._vocab: dict[str, int] = model.vocab_dict
         self._nonoccurrence = getattr(model, "nonoccurrence_array", None)
         self._threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
