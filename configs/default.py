@@ -71,6 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.optimizer.total_steps = 480
     c.sft.optimizer.final_lr_ratio = 0.1
     c.sft.checkpoint.save_interval_steps = 120
+    # Gradients of 2 rows at a time (accumulated; the same update up to float summation order): at hidden 128
+    # the [rows, heads, T, T] attention scores of 2 rows stay in cache. SFT steps 1.4x and GRPO updates 2.8x
+    # faster than the whole batch at once (scripts/bench_grpo_micro.py, BENCHMARKS.md). Must be a multiple of
+    # the mesh's data x fsdp devices: on a multi-device host set it to their count (or 0).
+    c.sft.train_step.micro_batch_size = 2
     # Two copies of every teacher trajectory with the world's names permuted (data/world/counterfactual.py):
     # their facts contradict the world, so only reading the question and the search results predicts them.
     c.sft.world_counterfactual_copies = 2
@@ -86,6 +91,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.rl.optimizer.learning_rate = 1e-4
     c.rl.optimizer.warmup_steps = 0
     c.rl.update_widths = (384, 512, 704)   # update batches padded to one of these: one compile each
+    c.rl.train_step.micro_batch_size = 2     # see c.sft.train_step.micro_batch_size
     c.rl.loss.eps_low, c.rl.loss.eps_high = 0.2, 0.28
     c.rl.loss.kl_coef = 0.0
     c.rl.rollout.update(

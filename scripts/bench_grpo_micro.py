@@ -1,0 +1,80 @@
+"""The default job's GRPO update: seconds per update by micro-batch size (rows per gradient computation).
+
+    python scripts/bench_grpo_micro.py [--micro=0,16,8,4,2,1] [--width=704] [--rows=64] [--repeats=5]
+
+One update of the default model (configs/default.py's shape, world vocabulary 2048) on `rows` rows padded to
+`width`, row lengths spread over [0.55, 1] x width as the default's rollouts (prompt ~100 tokens, the rest
+generated or inserted), random token ids (the time does not depend on them). Every micro-batch size is one
+trainer (one compile, warmed up), alternated over `repeats` rounds (scripts/bench_util.alternate); medians,
+min-max, and the speed-up over the whole batch in one piece (micro 0). The loss and the gradient are the same
+for every micro size up to float summation order (tests/test_training_update.py).
+
+    RESULT grpo_micro best_micro=<rows> seconds=<median> whole_batch_seconds=<median> speedup=<x>
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import bench_util  # noqa: E402
+import configs.default as default_config  # noqa: E402
+
+_MICRO = flags.DEFINE_list("micro", ["0", "16", "8", "4", "2", "1"], "Micro-batch sizes (0 = the whole batch).")
+_WIDTH = flags.DEFINE_integer("width", 704, "Padded row width (the default's largest update width).")
+_ROWS = flags.DEFINE_integer("rows", 64, "Rows per update (the default: 8 prompts x 8 samples).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds.")
+
+
+def update_batch(rows: int, width: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(int(0.55 * width), width + 1, rows)
+    lengths[0] = width
+    loss_mask = (np.arange(width)[None, :] >= 100) & (np.arange(width)[None, :] < lengths[:, None])
+    return {"tokens": rng.integers(3, vocab, (rows, width)).astype(np.int32),
+            "loss_mask": loss_mask.astype(np.float32), "lengths": lengths.astype(np.int32),
+            "sampler_logprobs": np.full((rows, width), -1.0, np.float32),
+            "rewards": rng.normal(size=rows).astype(np.float32), "valid": np.ones(rows, bool)}
+
+
+def main(argv) -> None:
+    del argv
+    import jax
+
+    from atomsearch_jax.model import init_params
+    from atomsearch_jax.parallel import make_mesh
+    from atomsearch_jax.rl import GRPOTrainer
+
+    print(bench_util.probe_machine().line())
+    config = default_config.get_config()
+    model_config = bench_util.default_job_model(tie_word_embeddings=config.model.tie_word_embeddings)
+    mesh = make_mesh(data=1, fsdp=-1, tensor=1)
+    params = init_params(model_config, jax.random.key(0))
+    batch = update_batch(_ROWS.value, _WIDTH.value, model_config.vocab_size)
+    sides = {}
+    for micro in (int(m) for m in _MICRO.value):
+        cfg = copy.deepcopy(config.rl)
+        cfg.train_step.micro_batch_size = micro
+        cfg.checkpoint.directory = ""
+        trainer = GRPOTrainer(model_config, params, cfg, mesh=mesh)
+        sides[f"micro {micro or _ROWS.value}"] = bench_util.wall(lambda t=trainer: t.update(batch))
+    timings = bench_util.alternate(sides, repeats=_REPEATS.value)
+    whole = timings[f"micro {_ROWS.value}"]["s"]
+    real = int(batch["lengths"].sum())
+    print(f"GRPO update, {_ROWS.value} rows x {_WIDTH.value} ({real} real tokens), {_REPEATS.value} rounds:")
+    bench_util.print_table(["micro-batch", "seconds", "real tokens/s", "speed-up vs whole"],
+                           [[name, t["s"].spread(), t["s"].spread(real, "tok/s"),
+                             bench_util.speedup(t["s"], whole)] for name, t in timings.items()])
+    best = min(timings, key=lambda n: timings[n]["s"].median)
+    print(f"RESULT grpo_micro best_micro={best.split()[1]} seconds={timings[best]['s'].median:.2f} "
+          f"whole_batch_seconds={whole.median:.2f} speedup={bench_util.speedup(timings[best]['s'], whole):.2f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
