@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import tempfile
 from typing import Any
 
@@ -36,8 +37,11 @@ FORMAT_OUTCOME = {"atom_searcher": "deepresearcher", "research": "research", "se
 class Environment:
     """Questions, tools and graders of one experiment. `world` is set for the synthetic world only.
 
+    train_records: the SFT questions (the world's teacher answers them) and, unless `grpo_records` is set,
+      the GRPO prompts.
     eval_records: the validation questions (evaluated during training; settings may be tuned on them).
     heldout_records: the test questions, evaluated before and after each stage and never used for a choice.
+    grpo_records: GRPO prompts kept out of SFT (synthetic world, `data.grpo_only_fraction` > 0), else None.
     """
 
     fmt: AgentFormat
@@ -48,6 +52,12 @@ class Environment:
     heldout_records: list[QARecord]
     world: Any = None
     code_interpreter: CodeInterpreter | None = None
+    grpo_records: list[QARecord] | None = None
+
+    @property
+    def rl_records(self) -> list[QARecord]:
+        """The GRPO prompts: `grpo_records` when set, else the train questions."""
+        return self.grpo_records if self.grpo_records is not None else self.train_records
 
 
 def _load_files(spec: str, what: str, required: bool = True) -> list[QARecord]:
@@ -66,6 +76,7 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
     from transformers import AutoTokenizer
 
     data = config.data
+    grpo_records = None
     # config.prompt_version (any data) wins; else the world's brief prompt per format on the synthetic world.
     prompt_version = config.get("prompt_version") or (
         data.world_prompt_versions.get(config.format) if data.source == "world" else None)
@@ -73,12 +84,20 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
     world = None
     if data.source == "world":
         from atomsearch_jax.data.world import build_world, scaled_config
+        from atomsearch_jax.data.world.questions import split_off_starts
 
         world = build_world(scaled_config(data.world_scale, seed=data.world_seed,
                                           validation_fraction=data.validation_fraction,
                                           test_fraction=data.test_fraction))
         train_records, eval_records = world.splits["train"], world.splits["validation"]
         heldout_records = world.splits["test"]
+        grpo_fraction = float(data.get("grpo_only_fraction", 0.0))
+        if grpo_fraction > 0:
+            # GRPO on questions SFT never answered: on the SFT questions the policy recites memorised
+            # trajectories (every sample of a group right, no advantage), and what GRPO teaches must be
+            # what the held-out questions need -- reading the question and the search results.
+            train_records, grpo_records = split_off_starts(train_records, grpo_fraction,
+                                                           random.Random(f"{data.world_seed}:grpo_only"))
         tokenizer_dir = config.model.tokenizer_path or config.model.hf_path or _world_tokenizer(world, workdir)
         retriever = (make_retriever(config.search.retriever) if config.search.retriever
                      else BM25Retriever.from_documents(world.corpus))
@@ -103,12 +122,12 @@ def build_environment(config: ml_collections.ConfigDict, workdir: str, *, need_q
         heldout_records = [r for d in group_by_source(heldout_records, data.heldout_size, config.seed)
                            for r in d.records]
     tokenizer = AutoTokenizer.from_pretrained(local_copy(tokenizer_dir))
-    logging.info("environment: format %s (prompt %s), %d train / %d validation / %d held-out questions, tokenizer %s "
-                 "(%d tokens)", fmt.name, fmt.prompt_version, len(train_records), len(eval_records),
-                 len(heldout_records), tokenizer_dir, len(tokenizer))
+    logging.info("environment: format %s (prompt %s), %d train / %d GRPO-only / %d validation / %d held-out questions, "
+                 "tokenizer %s (%d tokens)", fmt.name, fmt.prompt_version, len(train_records),
+                 len(grpo_records or []), len(eval_records), len(heldout_records), tokenizer_dir, len(tokenizer))
     interpreter = make_code_interpreter(config) if CODE_TOOL in fmt.tools else None
     return Environment(fmt, tokenizer, retriever, list(train_records), list(eval_records), list(heldout_records),
-                       world, interpreter)
+                       world, interpreter, grpo_records)
 
 
 def make_code_interpreter(config: ml_collections.ConfigDict) -> CodeInterpreter:

@@ -78,7 +78,9 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
     early = float(config.sft.get("world_early_answer_fraction", 0.0))
     if not 0.0 <= early <= 1.0:
         raise ValueError(f"config.sft.world_early_answer_fraction must be in [0, 1], got {early}")
-    renaming = EntityRenaming(env.world.graph, keep=held_out_starts(env.world)) if copies + first_turns else None
+    # GRPO-only start entities stay unrenamed too: no SFT question is about them.
+    keep = held_out_starts(env.world) | {r.metadata["start"] for r in env.grpo_records or []}
+    renaming = EntityRenaming(env.world.graph, keep=keep) if copies + first_turns else None
     topk, max_chars = config.search.topk, config.search.max_chars_per_doc
     examples = {}
     for record in env.train_records:
@@ -201,18 +203,18 @@ def run_eval(runner: RolloutRunner, records, config, writer, step: int, tag: str
 
 
 def prompt_pipeline(config: ml_collections.ConfigDict, env: Environment):
-    """Batches of rl.prompts_per_step training questions: the data.mixture of the train records' sources
+    """Batches of rl.prompts_per_step GRPO prompts (env.rl_records): the data.mixture of their sources
     ("name:weight,...", e.g. DeepResearcher's "nq:1,triviaqa:1,hotpotqa:3,2wiki:3"), else all of them."""
     batch_size, seed = config.rl.prompts_per_step, config.seed + 1
     if not config.data.mixture:
-        return qa_pipeline(records_dataset(env.train_records), batch_size=batch_size, seed=seed,
+        return qa_pipeline(records_dataset(env.rl_records), batch_size=batch_size, seed=seed,
                            shard_options=GLOBAL_BATCHES)
     weights = parse_mixture(config.data.mixture)
-    by_source = {name: [r for r in env.train_records if r.source == name] for name in weights}
+    by_source = {name: [r for r in env.rl_records if r.source == name] for name in weights}
     empty = [name for name, records in by_source.items() if not records]
     if empty:
         raise ValueError(f"config.data.mixture names sources {empty} that no train record has "
-                         f"(sources: {sorted({r.source for r in env.train_records})})")
+                         f"(sources: {sorted({r.source for r in env.rl_records})})")
     datasets = {name: records_dataset(records) for name, records in by_source.items()}
     return mixture_pipeline(datasets, weights, batch_size=batch_size, seed=seed, shard_options=GLOBAL_BATCHES)
 

@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
         # Shares of the world's start entities held out: validation (evaluated during training, for tuning)
         # and test (the held-out questions of report.json, never used for any choice).
         validation_fraction=0.12, test_fraction=0.28,
+        # Share of the train questions (whole start entities) kept out of SFT for GRPO's prompts only.
+        grpo_only_fraction=0.4,
         train_files="", eval_files="",    # comma-separated QA files (source=files), any load_qa_file format
         heldout_files="",                # source=files: the held-out questions ("" = the eval files)
         eval_size=0,                     # validation questions evaluated per eval set (0 = all; the papers use 512)
@@ -62,13 +64,13 @@ def get_config() -> ml_collections.ConfigDict:
     ))
 
     c.sft = sft.get_config()
-    c.sft.steps = 480
+    c.sft.steps = 720
     c.sft.batch_size = 8
     c.sft.length_buckets = 2              # teacher trajectories are bimodal (2-hop / 3-hop): one width each
     c.sft.optimizer.learning_rate = 5e-3     # tuned on the validation split (BENCHMARKS.md, scripts/tune_sft.py)
     c.sft.optimizer.warmup_steps = 40
     c.sft.optimizer.schedule = "cosine"
-    c.sft.optimizer.total_steps = 480
+    c.sft.optimizer.total_steps = 720
     c.sft.optimizer.final_lr_ratio = 0.1
     c.sft.checkpoint.save_interval_steps = 120
     # Gradients of 2 rows at a time (accumulated; the same update up to float summation order): at hidden 128

@@ -127,3 +127,41 @@ def test_weak_teacher_answers_the_bridge_on_the_configured_share(default_world, 
         total += 1
         early += final == bridge
     assert {0.0: early == 0, 1.0: early == total, 0.5: 0.3 * total < early < 0.7 * total}[fraction], (early, total)
+
+
+def test_split_off_starts_moves_whole_start_entities():
+    from atomsearch_jax.data.world import build_world
+    from atomsearch_jax.data.world.questions import split_off_starts
+    records = build_world().splits["train"]
+    kept, off = split_off_starts(records, 0.4, random.Random(0))
+    assert sorted(r.id for r in kept + off) == sorted(r.id for r in records)
+    assert not {r.metadata["start"] for r in kept} & {r.metadata["start"] for r in off}
+    assert 0.4 * len(records) <= len(off) < 0.4 * len(records) + 10  # whole entities: at most one over
+    assert [r.id for r in split_off_starts(records, 0.4, random.Random(0))[1]] == [r.id for r in off]
+    assert split_off_starts(records, 0.0, random.Random(0)) == (records, [])
+    with pytest.raises(ValueError, match="fraction"):
+        split_off_starts(records, 1.0, random.Random(0))
+
+
+def test_grpo_only_questions_are_never_in_the_sft_data(tmp_path):
+    """data.grpo_only_fraction: GRPO's prompts are about start entities no SFT example (original or
+    renamed copy) asks about, and the GRPO prompt pipeline draws only from them."""
+    from configs.default import get_config
+    from atomsearch_jax.experiment import build_environment
+    from atomsearch_jax.train import _world_teacher_examples, prompt_pipeline
+    config = get_config()
+    config.data.grpo_only_fraction = 0.4
+    env = build_environment(config, str(tmp_path))
+    grpo_starts = {r.metadata["start"] for r in env.grpo_records}
+    assert env.rl_records is env.grpo_records and len(env.grpo_records) >= 0.4 * 501
+    assert not grpo_starts & {r.metadata["start"] for r in env.train_records}
+    examples = _world_teacher_examples(config, env)
+    assert len(examples) >= 3 * 0.9 * len(env.train_records)
+    for tokens, mask in examples.values():
+        question = env.tokenizer.decode(tokens[: int(mask.argmax())])
+        assert not any(f" {start}?" in question for start in grpo_starts), question[-120:]
+    batch = next(iter(prompt_pipeline(config, env)))
+    grpo_questions = {r.question for r in env.grpo_records}
+    assert len(batch) == config.rl.prompts_per_step and all(r.question in grpo_questions for r in batch)
+    config.data.grpo_only_fraction = 0.0
+    assert build_environment(config, str(tmp_path / "all")).rl_records.__len__() == 501

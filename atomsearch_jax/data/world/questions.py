@@ -80,3 +80,21 @@ def split_by_start_entity(records: list[QARecord], cfg: WorldConfig,
     for split in splits.values():
         split.sort(key=lambda r: int(r.id.removeprefix("world-q")))
     return splits
+
+
+def split_off_starts(records: list[QARecord], fraction: float, rng: random.Random) -> tuple[list[QARecord], list[QARecord]]:
+    """(kept, split_off): whole start entities moved to `split_off`, in `rng`'s order, until it holds
+    `fraction` of the questions (so the two share no question and no first hop). Order within each is kept."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction of questions to split off must be in [0, 1), got {fraction}")
+    starts = sorted({r.metadata["start"] for r in records})
+    rng.shuffle(starts)
+    target, moved, count = fraction * len(records), set(), 0
+    per_start = {s: sum(r.metadata["start"] == s for r in records) for s in starts}
+    for start in starts:
+        if count >= target:
+            break
+        moved.add(start)
+        count += per_start[start]
+    return ([r for r in records if r.metadata["start"] not in moved],
+            [r for r in records if r.metadata["start"] in moved])
