@@ -26,7 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
         # Shares of the world's start entities held out: validation (evaluated during training, for tuning)
         # and test (the held-out questions of report.json, never used for any choice).
         validation_fraction=0.12, test_fraction=0.28,
-        # Share of the train questions (whole start entities) kept out of SFT for GRPO's prompts only.
+        # Share of the train questions (whole start entities) kept out of SFT, GRPO's prompts only: on questions
+        # SFT answered, the policy recites (after 720 of 960 SFT steps its rollouts at T 0.8 score F1 0.81-0.97,
+        # entropy 0.01: groups without contrast), so GRPO could not learn what held-out questions need.
         grpo_only_fraction=0.4,
         train_files="", eval_files="",    # comma-separated QA files (source=files), any load_qa_file format
         heldout_files="",                # source=files: the held-out questions ("" = the eval files)
@@ -50,9 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
         hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2,
         rope_theta=10000.0, max_len=704,
         # The output head shares the token embedding (as Qwen2.5 0.5B-3B). Tied, copying a name from the context
-        # needs one shared map instead of an output row learnt per name: the SFT policy names the question's
-        # entity in 79% of validation plans after 480 steps; untied, 8% at step 480 of a 720-step schedule
-        # (scripts/sft_copy_probe.py, BENCHMARKS.md).
+        # needs one shared map instead of an output row learnt per name (untied: 8% of teacher-forced validation
+        # plans name the question's entity at step 480 of a 720-step schedule; scripts/sft_copy_probe.py).
         tie_word_embeddings=True,
         scan_layers=False,               # train with the layers under one lax.scan (big models; the sampler unrolls)
         attention="auto",                # auto | reference | blockwise | dot_product | pallas (model/attention.py)
@@ -64,6 +65,10 @@ def get_config() -> ml_collections.ConfigDict:
     ))
 
     c.sft = sft.get_config()
+    # The copy of the question's entity forms late: greedy validation plans name it in 0% at steps 240 and 360
+    # of a 480-step schedule, 12% at 480 (validation F1 0.12, about what answering a frequent country scores);
+    # 24% at steps 600 / 720 of a 960-step schedule (F1 0.32 / 0.31), and a plan that names it is followed to
+    # the right answer 18-24 times of 24 (scripts/sft_failure_points.py, BENCHMARKS.md).
     c.sft.steps = 720
     c.sft.batch_size = 8
     c.sft.length_buckets = 2              # teacher trajectories are bimodal (2-hop / 3-hop): one width each

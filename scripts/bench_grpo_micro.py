@@ -1,6 +1,7 @@
-"""The default job's GRPO update: seconds per update by micro-batch size (rows per gradient computation).
+"""The default job's GRPO update and SFT step: seconds by micro-batch size (rows per gradient computation).
 
     python scripts/bench_grpo_micro.py [--micro=0,16,8,4,2,1] [--width=704] [--rows=64] [--repeats=5]
+                                       [--sft_micro=0,4,2,1] [--sft_widths=464,640] [--sft_rows=8]
 
 One update of the default model (configs/default.py's shape, world vocabulary 2048) on `rows` rows padded to
 `width`, row lengths spread over [0.55, 1] x width as the default's rollouts (prompt ~100 tokens, the rest
@@ -10,6 +11,11 @@ min-max, and the speed-up over the whole batch in one piece (micro 0). The loss 
 for every micro size up to float summation order (tests/test_training_update.py).
 
     RESULT grpo_micro best_micro=<rows> seconds=<median> whole_batch_seconds=<median> speedup=<x>
+
+Then the same for one SFT step of `sft_rows` rows at each of the default's two bucket widths (rows 80-100% of
+the width long; the time of a step is the sum over the widths, as SFT alternates them):
+
+    RESULT sft_micro best_micro=<rows> seconds=<median> whole_batch_seconds=<median> speedup=<x>
 """
 from __future__ import annotations
 
@@ -30,6 +36,9 @@ _MICRO = flags.DEFINE_list("micro", ["0", "16", "8", "4", "2", "1"], "Micro-batc
 _WIDTH = flags.DEFINE_integer("width", 704, "Padded row width (the default's largest update width).")
 _ROWS = flags.DEFINE_integer("rows", 64, "Rows per update (the default: 8 prompts x 8 samples).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds.")
+_SFT_MICRO = flags.DEFINE_list("sft_micro", ["0", "4", "2", "1"], "SFT micro-batch sizes (0 = the whole batch).")
+_SFT_WIDTHS = flags.DEFINE_list("sft_widths", ["464", "640"], "SFT bucket widths (the default's two).")
+_SFT_ROWS = flags.DEFINE_integer("sft_rows", 8, "Rows per SFT step (the default's batch).")
 
 
 def update_batch(rows: int, width: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -41,6 +50,44 @@ def update_batch(rows: int, width: int, vocab: int, seed: int = 0) -> dict[str, 
             "loss_mask": loss_mask.astype(np.float32), "lengths": lengths.astype(np.int32),
             "sampler_logprobs": np.full((rows, width), -1.0, np.float32),
             "rewards": rng.normal(size=rows).astype(np.float32), "valid": np.ones(rows, bool)}
+
+
+def sft_batch(rows: int, width: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(int(0.8 * width), width + 1, rows)
+    loss_mask = (np.arange(width)[None, :] >= 90) & (np.arange(width)[None, :] < lengths[:, None])
+    return {"tokens": rng.integers(3, vocab, (rows, width)).astype(np.int32),
+            "loss_mask": loss_mask.astype(np.float32), "lengths": lengths.astype(np.int32)}
+
+
+def report(kind: str, timings: dict, whole_name: str, real_tokens: int) -> None:
+    whole = timings[whole_name]["s"]
+    bench_util.print_table(["micro-batch", "seconds", "real tokens/s", "speed-up vs whole"],
+                           [[name, t["s"].spread(), t["s"].spread(real_tokens, "tok/s"),
+                             bench_util.speedup(t["s"], whole)] for name, t in timings.items()])
+    best = min(timings, key=lambda n: timings[n]["s"].median)
+    print(f"RESULT {kind} best_micro={best.split()[1]} seconds={timings[best]['s'].median:.2f} "
+          f"whole_batch_seconds={whole.median:.2f} speedup={bench_util.speedup(timings[best]['s'], whole):.2f}")
+
+
+def time_sft(config, model_config, params, mesh) -> None:
+    from atomsearch_jax.sft import SFTTrainer
+
+    batches = [sft_batch(_SFT_ROWS.value, int(w), model_config.vocab_size, seed=i)
+               for i, w in enumerate(_SFT_WIDTHS.value)]
+    sides = {}
+    for micro in (int(m) for m in _SFT_MICRO.value):
+        cfg = copy.deepcopy(config.sft)
+        cfg.train_step.micro_batch_size = micro
+        cfg.checkpoint.directory = ""
+        trainer = SFTTrainer(model_config, params, cfg, mesh=mesh)
+        sides[f"micro {micro or _SFT_ROWS.value}"] = bench_util.wall(
+            lambda t=trainer: [t.update(b) for b in batches])
+    timings = bench_util.alternate(sides, repeats=_REPEATS.value)
+    real = int(sum(b["lengths"].sum() for b in batches))
+    print(f"SFT steps, {_SFT_ROWS.value} rows at widths {', '.join(_SFT_WIDTHS.value)} (one step each, {real} real "
+          f"tokens), {_REPEATS.value} rounds:")
+    report("sft_micro", timings, f"micro {_SFT_ROWS.value}", real)
 
 
 def main(argv) -> None:
@@ -65,15 +112,11 @@ def main(argv) -> None:
         trainer = GRPOTrainer(model_config, params, cfg, mesh=mesh)
         sides[f"micro {micro or _ROWS.value}"] = bench_util.wall(lambda t=trainer: t.update(batch))
     timings = bench_util.alternate(sides, repeats=_REPEATS.value)
-    whole = timings[f"micro {_ROWS.value}"]["s"]
     real = int(batch["lengths"].sum())
     print(f"GRPO update, {_ROWS.value} rows x {_WIDTH.value} ({real} real tokens), {_REPEATS.value} rounds:")
-    bench_util.print_table(["micro-batch", "seconds", "real tokens/s", "speed-up vs whole"],
-                           [[name, t["s"].spread(), t["s"].spread(real, "tok/s"),
-                             bench_util.speedup(t["s"], whole)] for name, t in timings.items()])
-    best = min(timings, key=lambda n: timings[n]["s"].median)
-    print(f"RESULT grpo_micro best_micro={best.split()[1]} seconds={timings[best]['s'].median:.2f} "
-          f"whole_batch_seconds={whole.median:.2f} speedup={bench_util.speedup(timings[best]['s'], whole):.2f}")
+    report("grpo_micro", timings, f"micro {_ROWS.value}", real)
+    del sides, timings
+    time_sft(config, model_config, params, mesh)
 
 
 if __name__ == "__main__":
