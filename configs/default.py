@@ -28,7 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
         validation_fraction=0.12, test_fraction=0.28,
         # Share of the train questions (whole start entities) kept out of SFT, GRPO's prompts only: on questions
         # SFT answered, the policy recites (after 720 of 960 SFT steps its rollouts at T 0.8 score F1 0.81-0.97,
-        # entropy 0.01: groups without contrast), so GRPO could not learn what held-out questions need.
+        # entropy 0.01: groups without contrast), so GRPO could not learn what held-out questions need
+        # (BENCHMARKS.md, "GRPO's prompts, its learning rate and batch, and the late copy").
         grpo_only_fraction=0.4,
         train_files="", eval_files="",    # comma-separated QA files (source=files), any load_qa_file format
         heldout_files="",                # source=files: the held-out questions ("" = the eval files)
@@ -67,8 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft = sft.get_config()
     # The copy of the question's entity forms late: greedy validation plans name it in 0% at steps 240 and 360
     # of a 480-step schedule, 12% at 480 (validation F1 0.12, about what answering a frequent country scores);
-    # 24% at steps 600 / 720 of a 960-step schedule (F1 0.32 / 0.31), and a plan that names it is followed to
-    # the right answer 18-24 times of 24 (scripts/sft_failure_points.py, BENCHMARKS.md).
+    # 24% at steps 720 / 840 / 960 of a 960-step schedule (F1 0.31 / 0.29 / 0.29), and a plan that names it is
+    # followed to the right answer 23-24 times of 24 (scripts/sft_failure_points.py, BENCHMARKS.md).
     c.sft.steps = 720
     c.sft.batch_size = 8
     c.sft.length_buckets = 2              # teacher trajectories are bimodal (2-hop / 3-hop): one width each

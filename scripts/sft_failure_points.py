@@ -9,7 +9,10 @@ question's true hop chain: the plan must name the first hop's entity, then for e
 thought and the i-th search query must name hop i's head and the i-th OBSERVATION its tail; a trajectory
 that passes every hop and answers wrong fails at "answer". Prints per checkpoint:
 
-    RESULT failure_points step=<s> n=<questions> f1=<f1> em=<em> plan_names_entity=<share> first_failure={...}
+    RESULT failure_points step=<s> n=<questions> f1=<f1> em=<em> plan_names_entity=<share> right_off_chain=<k>
+        first_failure={...}
+
+right_off_chain counts the right answers (EM 1) of trajectories that left the chain (guessed or recalled).
 """
 from __future__ import annotations
 
@@ -63,11 +66,14 @@ def main(checkpoints: str, steps: list[int], overrides: list[str]) -> None:
         trainer.close()
         result = evaluate_datasets(runner, group_by_source(env.eval_records), n=1, temperature=0.0,
                                    rows_per_batch=config.eval.rows_per_batch, seed=config.seed, progress=False)
-        counts = collections.Counter(first_failure(row["samples"][0]["response"], chains[row["id"]],
-                                                   row["samples"][0]["em"]) for row in result.rows)
+        failures = [(first_failure(row["samples"][0]["response"], chains[row["id"]], row["samples"][0]["em"]),
+                     row["samples"][0]["em"]) for row in result.rows]
+        counts = collections.Counter(f for f, _ in failures)
+        off_chain_right = sum(em >= 1.0 for f, em in failures if f not in ("correct", "answer"))
         n = len(result.rows)
         print(f"RESULT failure_points step={step} n={n} f1={result.average['f1']:.3f} em={result.average['em']:.3f} "
-              f"plan_names_entity={1 - counts['plan'] / n:.3f} first_failure={dict(counts.most_common())}", flush=True)
+              f"plan_names_entity={1 - counts['plan'] / n:.3f} right_off_chain={off_chain_right} "
+              f"first_failure={dict(counts.most_common())}", flush=True)
 
 
 if __name__ == "__main__":
