@@ -81,8 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.checkpoint.save_interval_steps = 120
     # Gradients of 2 rows at a time (accumulated; the same update up to float summation order): at hidden 128
     # the [rows, heads, T, T] attention scores of 2 rows stay in cache. SFT steps 1.4x and GRPO updates 2.8x
-    # faster than the whole batch at once (scripts/bench_grpo_micro.py, BENCHMARKS.md). Must be a multiple of
-    # the mesh's data x fsdp devices: on a multi-device host set it to their count (or 0).
+    # faster than the whole batch at once (scripts/bench_grpo_micro.py, BENCHMARKS.md). On a mesh of more data x
+    # fsdp devices it is rounded up to one row per device.
     c.sft.train_step.micro_batch_size = 2
     # Two copies of every teacher trajectory with the world's names permuted (data/world/counterfactual.py):
     # their facts contradict the world, so only reading the question and the search results predicts them.

@@ -147,6 +147,12 @@ ckpt = Checkpointer(sys.argv[1])
 ckpt.save(1, state)
 ckpt.wait()
 ckpt.save(2, state.replace(step=state.step + 1))   # async: returns while the write is in flight
+# Kill once the write has begun (on a loaded machine the background thread may not have created its
+# temporary directory yet when save() returns).
+import glob, time
+deadline = time.time() + 30
+while not glob.glob(os.path.join(sys.argv[1], "2.orbax-checkpoint-tmp*")) and time.time() < deadline:
+    time.sleep(0.0005)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 

@@ -22,7 +22,6 @@ def _tiny_recipe():
     c.model.update(max_len=128, hidden_size=32, intermediate_size=64, num_layers=2)
     c.rl.update(prompts_per_step=4, group_size=2)
     c.mesh.update(data=1, fsdp=-1, tensor=2)
-    c.rl.train_step.micro_batch_size = 4  # one row per data x fsdp device of the 8 forced
     return c
 
 

@@ -23,7 +23,6 @@ def tiny_config(rl_steps):
     c.model.update(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=1)
     c.sft.steps, c.sft.batch_size = 3, 8  # conftest forces 8 devices: the mesh is (1, 8, 1)
     c.rl.steps, c.rl.prompts_per_step, c.rl.group_size = rl_steps, 2, 4
-    c.sft.train_step.micro_batch_size = c.rl.train_step.micro_batch_size = 8  # one row per device
     c.rl.rollout.max_response_tokens, c.rl.rollout.segment_steps = 48, 24
     c.eval.update(every=1, rows_per_batch=4)
     c.report.samples_every = 1

@@ -115,3 +115,17 @@ def test_weight_decay_skips_norms_and_biases():
     updates, _ = opt.update(zeros, opt.init(params), params)
     np.testing.assert_allclose(updates["kernel"], -0.05 * np.ones((2, 2)), rtol=1e-6)  # −lr·wd·θ
     np.testing.assert_array_equal(updates["bias"], np.zeros(2))
+
+
+def test_micro_batches_round_up_to_one_row_per_device():
+    """A micro-batch size below the data x fsdp device count (the default's 2 rows on an 8-device mesh) is
+    rounded up to whole rows per device; one that then does not divide the mini-batch is refused by name."""
+    from atomsearch_jax.parallel import make_mesh
+    from atomsearch_jax.training.batching import BatchLayout, batch_layout
+    mesh = make_mesh(data=1, fsdp=-1, tensor=1)  # conftest: 8 CPU devices
+    assert batch_layout(64, 0, 2, mesh) == BatchLayout(1, 8, 8)
+    assert batch_layout(64, 32, 12, mesh) == BatchLayout(2, 2, 16)
+    assert batch_layout(64, 0, 0, mesh) == BatchLayout(1, 1, 64)
+    assert batch_layout(64, 0, 2, make_mesh(data=1, fsdp=2, tensor=4)) == BatchLayout(1, 32, 2)
+    with pytest.raises(ValueError, match="micro_batch_size=2 .*does not divide the mini-batch size 12"):
+        batch_layout(12, 0, 2, mesh)

@@ -24,7 +24,8 @@ def train_step_config() -> ml_collections.ConfigDict:
     """How one update call splits its batch, and memory knobs of the forward."""
     return ml_collections.ConfigDict(dict(
         mini_batch_size=0,       # rows per optimizer step; 0 = the whole batch (one step per update)
-        micro_batch_size=0,      # rows per gradient computation (accumulated); 0 = the whole mini-batch
+        micro_batch_size=0,      # rows per gradient computation (accumulated; rounded up to a multiple of the
+                                 # data x fsdp devices); 0 = the whole mini-batch
         logprob_chunk=256,       # sequence positions per [B, chunk, V] float32 logits block
         remat=False,             # recompute each layer in the backward pass (ModelConfig.remat)
     ))
