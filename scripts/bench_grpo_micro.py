@@ -70,19 +70,25 @@ def report(kind: str, timings: dict, whole_name: str, real_tokens: int) -> None:
           f"whole_batch_seconds={whole.median:.2f} speedup={bench_util.speedup(timings[best]['s'], whole):.2f}")
 
 
+def micro_sides(trainer_cls, stage_config, sizes: list[str], rows: int, batches: list[dict], model_config, params,
+                mesh) -> dict:
+    """One warmed-up side per micro-batch size: a trainer of `trainer_cls` updating on every batch in turn."""
+    sides = {}
+    for micro in (int(m) for m in sizes):
+        cfg = copy.deepcopy(stage_config)
+        cfg.train_step.micro_batch_size = micro
+        cfg.checkpoint.directory = ""
+        trainer = trainer_cls(model_config, params, cfg, mesh=mesh)
+        sides[f"micro {micro or rows}"] = bench_util.wall(lambda t=trainer: [t.update(b) for b in batches])
+    return sides
+
+
 def time_sft(config, model_config, params, mesh) -> None:
     from atomsearch_jax.sft import SFTTrainer
 
     batches = [sft_batch(_SFT_ROWS.value, int(w), model_config.vocab_size, seed=i)
                for i, w in enumerate(_SFT_WIDTHS.value)]
-    sides = {}
-    for micro in (int(m) for m in _SFT_MICRO.value):
-        cfg = copy.deepcopy(config.sft)
-        cfg.train_step.micro_batch_size = micro
-        cfg.checkpoint.directory = ""
-        trainer = SFTTrainer(model_config, params, cfg, mesh=mesh)
-        sides[f"micro {micro or _SFT_ROWS.value}"] = bench_util.wall(
-            lambda t=trainer: [t.update(b) for b in batches])
+    sides = micro_sides(SFTTrainer, config.sft, _SFT_MICRO.value, _SFT_ROWS.value, batches, model_config, params, mesh)
     timings = bench_util.alternate(sides, repeats=_REPEATS.value)
     real = int(sum(b["lengths"].sum() for b in batches))
     print(f"SFT steps, {_SFT_ROWS.value} rows at widths {', '.join(_SFT_WIDTHS.value)} (one step each, {real} real "
@@ -104,13 +110,7 @@ def main(argv) -> None:
     mesh = make_mesh(data=1, fsdp=-1, tensor=1)
     params = init_params(model_config, jax.random.key(0))
     batch = update_batch(_ROWS.value, _WIDTH.value, model_config.vocab_size)
-    sides = {}
-    for micro in (int(m) for m in _MICRO.value):
-        cfg = copy.deepcopy(config.rl)
-        cfg.train_step.micro_batch_size = micro
-        cfg.checkpoint.directory = ""
-        trainer = GRPOTrainer(model_config, params, cfg, mesh=mesh)
-        sides[f"micro {micro or _ROWS.value}"] = bench_util.wall(lambda t=trainer: t.update(batch))
+    sides = micro_sides(GRPOTrainer, config.rl, _MICRO.value, _ROWS.value, [batch], model_config, params, mesh)
     timings = bench_util.alternate(sides, repeats=_REPEATS.value)
     real = int(batch["lengths"].sum())
     print(f"GRPO update, {_ROWS.value} rows x {_WIDTH.value} ({real} real tokens), {_REPEATS.value} rounds:")
