@@ -299,7 +299,7 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
                                                     exclude=components["judge_failed"] > 0))
             runner.engine.set_params(trainer.sampling_params())
         update += 1
-        metrics.update(reward_metrics(components))
+        metrics.update(reward_metrics(components, cfg.group_size))
         metrics.update(rollout_metrics(trajectories, runner.last_stats))
         metrics.update(monitor.metrics())
         metrics["step_time_s"] = time.perf_counter() - start
@@ -309,11 +309,12 @@ def run_grpo(config: ml_collections.ConfigDict, env: Environment, model_config, 
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", f1=f"{metrics.get('reward/f1_mean', np.nan):.3f}",
                         refresh=False)
-        logging.info("GRPO update %d: reward %.3f (outcome %.3f, atr %.3f, alpha %.2f) f1 %.3f tool calls %.2f, "
-                     "clipped %.3f (dual %.3f), %.1f s",
+        logging.info("GRPO update %d: reward %.3f (outcome %.3f, atr %.3f, alpha %.2f) f1 %.3f, groups with "
+                     "outcome / any contrast %.2f / %.2f, tool calls %.2f, clipped %.3f (dual %.3f), %.1f s",
                      update, metrics["reward/mean"], metrics.get("reward/outcome_mean", np.nan),
                      metrics.get("reward/atr_mean", np.nan), metrics.get("reward/alpha_mean", np.nan),
-                     metrics.get("reward/f1_mean", np.nan), metrics["rollout/tool_calls_mean"],
+                     metrics.get("reward/f1_mean", np.nan), metrics.get("reward/outcome_contrast_groups_frac", np.nan),
+                     metrics.get("reward/contrast_groups_frac", np.nan), metrics["rollout/tool_calls_mean"],
                      metrics["pg_clipfrac"], metrics.get("pg_clipfrac_lower", 0.0), metrics["step_time_s"])
         items = {"data_iterator": iterator.get_state(), "reward_schedule": {"step": update, "total": cfg.steps}}
         trainer.save(items, force=update == cfg.steps)

@@ -292,3 +292,15 @@ def test_reply_json_shape_matches_prompt():
     example = line.replace("<integer 0-10>", "7").replace("<one short sentence>", "fine").replace(", ...", "")
     assert json.loads(example)["scores"][0]["score"] == 7
     assert parse_scores(example, 1).scores == [0.7]
+
+
+def test_reward_metrics_count_groups_with_contrast():
+    # 3 groups of 2: outcome differs in group 0; reward differs in groups 0 and 1 (process reward only in 1)
+    comp = {"reward": np.array([1.0, 0.1, 0.3, 0.2, 0.5, 0.5]), "outcome": np.array([1.0, 0.0, 0.0, 0.0, 0.5, 0.5]),
+            "judge_failed": np.zeros(6)}
+    metrics = reward_metrics(comp, group_size=2)
+    assert metrics["reward/contrast_groups_frac"] == pytest.approx(2 / 3)
+    assert metrics["reward/outcome_contrast_groups_frac"] == pytest.approx(1 / 3)
+    assert "reward/contrast_groups_frac" not in reward_metrics(comp)
+    with pytest.raises(ValueError, match="whole groups of 4"):
+        reward_metrics(comp, group_size=4)

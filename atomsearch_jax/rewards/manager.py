@@ -163,10 +163,16 @@ class RewardManager:
             return np.nan, f"bad judge scores: {err}"
 
 
-def reward_metrics(components: Mapping[str, Any]) -> dict[str, float]:
+def reward_metrics(components: Mapping[str, Any], group_size: int = 0) -> dict[str, float]:
     """Batch means of the numeric components (NaN-aware for "atr") plus judge failure counts, for logging.
     On a multi-process job each process passes its rows' components and gets the global batch's
-    metrics (every process must call it)."""
+    metrics (every process must call it).
+
+    With group_size > 1 (rows ordered group by group) also the share of groups whose rewards differ
+    (`reward/contrast_groups_frac`: groups with a nonzero advantage) and of those whose outcome scores
+    differ (`reward/outcome_contrast_groups_frac`: groups that tell a right answer from a wrong one). Their
+    gap is the groups that GRPO learns from through the process reward or shaping alone.
+    """
     metrics = {}
     components = {k: gather_rows(v) if isinstance(v, np.ndarray) and v.ndim == 1 else v
                   for k, v in components.items()}
@@ -174,4 +180,10 @@ def reward_metrics(components: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(value, np.ndarray) and value.size:
             metrics[f"reward/{key}_mean"] = float(np.nanmean(value)) if not np.all(np.isnan(value)) else float("nan")
     metrics["reward/judge_failures"] = float(np.sum(components.get("judge_failed", 0.0)))
+    if group_size > 1:
+        for name, key in (("contrast_groups_frac", "reward"), ("outcome_contrast_groups_frac", "outcome")):
+            values = np.asarray(components[key], np.float64)
+            if values.size % group_size:
+                raise ValueError(f"reward_metrics: {values.size} rows are not whole groups of {group_size}")
+            metrics[f"reward/{name}"] = float(np.mean(np.ptp(values.reshape(-1, group_size), axis=1) > 0))
     return metrics
