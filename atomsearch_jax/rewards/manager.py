@@ -29,6 +29,7 @@ from atomsearch_jax.rewards.curriculum import Schedule, make_schedule, mix_rewar
 from atomsearch_jax.rewards.judge import GradeRequest, GradeResult, Judge
 from atomsearch_jax.rewards.outcome import OutcomeResult, get_outcome_reward
 from atomsearch_jax.rewards.shaping import overlong_penalty
+from atomsearch_jax.rl.advantages import informative_rows
 
 MALFORMED_POLICIES = ("penalty", "mix")
 
@@ -182,8 +183,8 @@ def reward_metrics(components: Mapping[str, Any], group_size: int = 0) -> dict[s
     metrics["reward/judge_failures"] = float(np.sum(components.get("judge_failed", 0.0)))
     if group_size > 1:
         for name, key in (("contrast_groups_frac", "reward"), ("outcome_contrast_groups_frac", "outcome")):
-            values = np.asarray(components[key], np.float64)
-            if values.size % group_size:
-                raise ValueError(f"reward_metrics: {values.size} rows are not whole groups of {group_size}")
-            metrics[f"reward/{name}"] = float(np.mean(np.ptp(values.reshape(-1, group_size), axis=1) > 0))
+            if len(components[key]) % group_size:
+                raise ValueError(f"reward_metrics: {len(components[key])} rows are not whole groups of {group_size}")
+            # every group contributes group_size rows, so the row share is the group share
+            metrics[f"reward/{name}"] = float(np.mean(informative_rows(components[key], group_size)))
     return metrics
