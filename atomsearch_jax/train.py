@@ -69,15 +69,19 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
 
     config.sft.world_early_answer_fraction of the whole trajectories (drawn per example) come from a weak
     teacher that plans only the first hop and answers its bridge entity: a mistake the outcome reward
-    and the process judge (an answer statement that is not the golden answer) both expose to GRPO."""
+    and the process judge (an answer statement that is not the golden answer) both expose to GRPO.
+    config.sft.world_sentence_answer_fraction of them (drawn per example) answer with the last hop's fact
+    as a sentence: right, but the word-F1 / EM outcome rewards score it below the bare entity."""
     from atomsearch_jax.data.world import TeacherSearchMiss, teacher_turns
     from atomsearch_jax.data.world.counterfactual import EntityRenaming, held_out_starts, rename_record, rename_turns
 
     copies = int(config.sft.get("world_counterfactual_copies", 0))
     first_turns = int(config.sft.get("world_first_turn_copies", 0))
     early = float(config.sft.get("world_early_answer_fraction", 0.0))
-    if not 0.0 <= early <= 1.0:
-        raise ValueError(f"config.sft.world_early_answer_fraction must be in [0, 1], got {early}")
+    sentence = float(config.sft.get("world_sentence_answer_fraction", 0.0))
+    for name, value in (("world_early_answer_fraction", early), ("world_sentence_answer_fraction", sentence)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"config.sft.{name} must be in [0, 1], got {value}")
     # GRPO-only start entities stay unrenamed too: no SFT question is about them.
     keep = held_out_starts(env.world) | {r.metadata["start"] for r in env.grpo_records or []}
     renaming = EntityRenaming(env.world.graph, keep=keep) if copies + first_turns else None
@@ -87,12 +91,16 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
         try:
             turns = teacher_turns(record, env.retriever, topk=topk)
             first_hop = record.metadata["chain"][:1]
-            early_turns = teacher_turns(record, env.retriever, topk=topk, chain=first_hop) if early else turns
+            variants = {(e, s): teacher_turns(record, env.retriever, topk=topk, chain=first_hop if e else None,
+                                              sentence_answer=s) if e or s else turns
+                        for e in {False, early > 0} for s in {False, sentence > 0}}
         except TeacherSearchMiss:
             continue
 
         def whole(copy: int) -> list:
-            return early_turns if random.Random(f"{config.seed}:{record.id}:{copy}:early").random() < early else turns
+            is_early = random.Random(f"{config.seed}:{record.id}:{copy}:early").random() < early
+            is_sentence = random.Random(f"{config.seed}:{record.id}:{copy}:sentence").random() < sentence
+            return variants[(is_early, is_sentence)]
 
         examples[record.id] = turns_example(record.question, whole(-1), env.fmt, env.tokenizer,
                                             max_chars_per_doc=max_chars)

@@ -64,6 +64,43 @@ def test_blockwise_gradients_match_reference():
                 np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4, err_msg=f"d{arg} {name}")
 
 
+def _numpy_attention(q, k, v, lengths):
+    """Causal softmax attention in float64 numpy, right padding at `lengths`: [B, T, H, D]."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    b, t, h, d = q.shape
+    k, v = (np.repeat(a, h // a.shape[2], axis=2) for a in (k, v))
+    scores = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(d)
+    visible = (np.arange(t)[None, :] <= np.arange(t)[:, None])[None] & (np.arange(t)[None, :] < lengths[:, None])[:, None]
+    scores = np.where(visible[:, None], scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("bhts,bshd->bthd", probs, v)
+
+
+@pytest.mark.parametrize("kv_layout", ["bskd", "bksd"])
+def test_reference_in_causal_query_chunks_matches_numpy_and_the_whole_square(kv_layout):
+    from atomsearch_jax.model.attention import CAUSAL_QUERY_CHUNK
+    t, heads, kv_heads = 2 * CAUSAL_QUERY_CHUNK + 22, 4, 2   # two whole chunks and a ragged one
+    q, k, v = _qkv(5, 2, t, t, heads, kv_heads)
+    lengths = np.array([t, t - 30])
+    valid = jnp.asarray(np.arange(t)[None, :] < lengths[:, None])
+    slots = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (2, t))
+    chunked, square = KeyMask(slots, valid, aligned=True), KeyMask(slots, valid)   # aligned=False: one square
+    layout = (lambda a: a) if kv_layout == "bskd" else (lambda a: a.swapaxes(1, 2))
+    want = _numpy_attention(q, k, v, lengths)
+    real = np.arange(t)[None, :] < lengths[:, None]
+    got = reference_attention(q, layout(k), layout(v), chunked, kv_layout=kv_layout)
+    np.testing.assert_allclose(np.asarray(got)[real], want[real], atol=1e-5, rtol=1e-5)
+    cot = jnp.asarray(np.random.default_rng(6).normal(size=q.shape) * real[:, :, None, None], jnp.float32)
+
+    def loss(mask, q, k, v):
+        return jnp.sum(reference_attention(q, layout(k), layout(v), mask, kv_layout=kv_layout) * cot)
+
+    grads = [jax.grad(functools.partial(loss, mask), argnums=(0, 1, 2))(q, k, v) for mask in (chunked, square)]
+    for g, w, arg in zip(*grads, "qkv"):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4, err_msg=f"d{arg}")
+
+
 def test_auto_picks_per_backend_and_shape():
     assert resolve("auto", num_keys=256, block=512, aligned=True, backend="tpu") == "reference"
     assert resolve("auto", num_keys=4096, block=512, aligned=True, backend="cpu") == "blockwise"

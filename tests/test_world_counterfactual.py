@@ -129,6 +129,40 @@ def test_weak_teacher_answers_the_bridge_on_the_configured_share(default_world, 
     assert {0.0: early == 0, 1.0: early == total, 0.5: 0.3 * total < early < 0.7 * total}[fraction], (early, total)
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_sentence_answers_on_the_configured_share_score_below_the_entity(default_world, default_world_retriever,
+                                                                         default_world_tokenizer, fraction):
+    from configs.default import get_config
+    from atomsearch_jax.experiment import Environment
+    from atomsearch_jax.rewards.metrics import exact_match, f1_score
+    from atomsearch_jax.train import _world_teacher_examples
+    config = get_config()
+    config.sft.world_sentence_answer_fraction = fraction
+    fmt = get_format("atom_searcher")
+    records = default_world.splits["train"][:60]
+    env = Environment(fmt=fmt, tokenizer=default_world_tokenizer, retriever=default_world_retriever,
+                      train_records=records, eval_records=[], heldout_records=[], world=default_world)
+    examples = _world_teacher_examples(config, env)
+    by_id = {r.id: r for r in records}
+    sentences = total = 0
+    for key, (tokens, mask) in examples.items():
+        if "~" in key:
+            continue
+        record = by_id[key]
+        last = record.metadata["chain"][-1]
+        final = fmt.extract_answer(default_world_tokenizer.decode(tokens[mask.astype(bool)]))
+        sentence = RELATIONS[last["relation"]].fact_sentence(last["head"], last["tail"])
+        assert final in (record.golden_answers[0], sentence), (final, sentence)
+        if final == sentence:
+            # Right, yet the outcome reward prefers the bare entity: that is what GRPO can learn.
+            assert exact_match(final, record.golden_answers) == 0.0
+            assert 0.0 < f1_score(final, record.golden_answers) <= 0.5
+        total += 1
+        sentences += final == sentence
+    assert {0.0: sentences == 0, 1.0: sentences == total, 0.5: 0.3 * total < sentences < 0.7 * total}[fraction], (
+        sentences, total)
+
+
 def test_split_off_starts_moves_whole_start_entities():
     from atomsearch_jax.data.world import build_world
     from atomsearch_jax.data.world.questions import split_off_starts

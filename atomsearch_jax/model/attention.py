@@ -4,7 +4,8 @@ Shapes: B rows, T queries, S keys (cache slots, or T without a cache), H query h
 G = H // K, D head dim. Every kernel takes q [B, T, H, D], k and v [B, S, K, D] (`attend` also [B, K, S, D]) and a `KeyMask`, and
 returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
 
-- "reference": the [B, K, G, T, S] float32 score tensor, masked and soft-maxed in one piece.
+- "reference": the [B, K, G, T, S] float32 score tensor, masked and soft-maxed in one piece; on aligned
+  masks in causal chunks of queries, each against the keys up to its last query.
 - "blockwise": flash-style in XLA (runs everywhere): a `lax.scan` over blocks of `block` keys with an
   online softmax; a custom VJP recomputes each block's scores in the backward pass from the saved
   softmax statistics, so neither direction holds more than [B, K, G, T, block] scores.
@@ -21,7 +22,8 @@ returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
 
 A query at slot q_slots[b, t] may attend key slot s iff s <= q_slots[b, t] and kv_valid[b, s]. A query
 that may attend nothing (a left-padding position) gets the uniform average over all S values in every
-kernel but the fused ones; such rows are padding, excluded from every loss.
+kernel but the fused ones (the chunked reference kernel: over its chunk's keys); such rows are padding,
+excluded from every loss.
 """
 from __future__ import annotations
 
@@ -110,20 +112,50 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
     return shard(pallas_attention, q, k, v, mask)
 
 
+# Queries per chunk of the reference kernel on aligned (training) masks. Chunk c of the queries sees only
+# keys below its end, so the chunks skip most of the masked upper triangle (at T = 640, 40% of the square)
+# and their score tiles are smaller: a training step of the default job's 2-row micro-batches is 1.10-1.14x
+# faster on CPU than over the whole square at widths 464-704 (scripts/bench_sft_attention.py --rows 2).
+CAUSAL_QUERY_CHUNK = 128
+MAX_QUERY_CHUNKS = 16   # longer rows take longer chunks: the chunks are unrolled in the program
+
+
 def reference_attention(q: Array, k: Array, v: Array, mask: KeyMask, *, kv_layout: str = "bskd") -> Array:
-    """The whole [B, K, G, T, S] score tensor at once (k, v in `kv_layout`, see `attend`)."""
+    """The [B, K, G, T, S] score tensor at once (k, v in `kv_layout`, see `attend`); on aligned masks
+    (queries at slots 0..T-1 of the same T keys) in chunks of CAUSAL_QUERY_CHUNK queries (at most
+    MAX_QUERY_CHUNKS chunks), each against the keys up to its last query (a padding query there averages
+    the values of that prefix)."""
     b, t, h, d = q.shape
     kv, s = (k.shape[2], k.shape[1]) if kv_layout == "bskd" else (k.shape[1], k.shape[2])
-    keys = "bskd" if kv_layout == "bskd" else "bksd"
     qg = q.reshape(b, t, kv, h // kv, d)
-    scores = jnp.einsum(f"btkgd,{keys}->bkgts", qg, k, preferred_element_type=jnp.float32) * (d ** -0.5)
-    vis = mask.visible(jnp.arange(s, dtype=jnp.int32), mask.kv_valid)
+    if not (mask.aligned and t == s and t > CAUSAL_QUERY_CHUNK):
+        out = _softmax_attend(qg, k, v, mask.visible(jnp.arange(s, dtype=jnp.int32), mask.kv_valid), kv_layout)
+        return out.reshape(b, t, h, d)
+    outs, chunk = [], max(CAUSAL_QUERY_CHUNK, -(-t // MAX_QUERY_CHUNKS))
+    for start in range(0, t, chunk):
+        stop = min(start + chunk, t)
+        keys = (slice(None), slice(0, stop)) if kv_layout == "bskd" else (slice(None), slice(None), slice(0, stop))
+        valid = None if mask.kv_valid is None else mask.kv_valid[:, :stop]
+        chunk_mask = KeyMask(q_slots=mask.q_slots[:, start:stop], kv_valid=valid)
+        vis = chunk_mask.visible(jnp.arange(stop, dtype=jnp.int32), valid)
+        outs.append(_softmax_attend(qg[:, start:stop], k[keys], v[keys], vis, kv_layout))
+    return jnp.concatenate(outs, axis=1).reshape(b, t, h, d)
+
+
+def _softmax_attend(qg: Array, k: Array, v: Array, vis: Array, kv_layout: str) -> Array:
+    """softmax(qg k^T / sqrt(D), visible keys) v for qg [B, T, K, G, D] and vis [B, T, S]: [B, T, K, G, D].
+
+    The softmax's division is applied to the [.., T, D] product instead of the [.., T, S] probabilities:
+    one pass less over the scores in each direction."""
+    keys = "bskd" if kv_layout == "bskd" else "bksd"
+    scores = jnp.einsum(f"btkgd,{keys}->bkgts", qg, k, preferred_element_type=jnp.float32) * (qg.shape[-1] ** -0.5)
     scores = jnp.where(vis[:, None, None], scores, MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    weights = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
     # Heads-major output, then a transpose of the (small) result: asked for "btkgd" directly, XLA CPU
     # ran the decode-time product as V^T P with the cache as the left operand (scripts/bench_decode_step.py).
-    out = jnp.einsum(f"bkgts,{keys}->bkgtd", probs, v)
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+    out = jnp.einsum(f"bkgts,{keys}->bkgtd", weights.astype(qg.dtype), v, preferred_element_type=jnp.float32)
+    out = (out / weights.sum(axis=-1, keepdims=True)).astype(qg.dtype)
+    return out.transpose(0, 3, 1, 2, 4)
 
 
 # ---- blockwise (flash-style) XLA path -------------------------------------------------------------
