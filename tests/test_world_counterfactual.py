@@ -100,21 +100,26 @@ def test_a_first_turn_example_is_the_whole_example_up_to_the_first_search_call(d
                                                             add_special_tokens=False))
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
-def test_weak_teacher_answers_the_bridge_on_the_configured_share(default_world, default_world_retriever,
-                                                                 default_world_tokenizer, fraction):
+def _default_teacher_examples(world, retriever, tokenizer, **sft_overrides):
+    """The default config's SFT examples ({key: (tokens, mask)}) of 60 train questions, and those records by id."""
     from configs.default import get_config
     from atomsearch_jax.experiment import Environment
     from atomsearch_jax.train import _world_teacher_examples
     config = get_config()
-    config.sft.world_early_answer_fraction = fraction
+    config.sft.update(sft_overrides)
+    records = world.splits["train"][:60]
+    env = Environment(fmt=get_format("atom_searcher"), tokenizer=tokenizer, retriever=retriever,
+                      train_records=records, eval_records=[], heldout_records=[], world=world)
+    return _world_teacher_examples(config, env), {r.id: r for r in records}
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_weak_teacher_answers_the_bridge_on_the_configured_share(default_world, default_world_retriever,
+                                                                 default_world_tokenizer, fraction):
     fmt = get_format("atom_searcher")
-    records = default_world.splits["train"][:60]
-    env = Environment(fmt=fmt, tokenizer=default_world_tokenizer, retriever=default_world_retriever,
-                      train_records=records, eval_records=[], heldout_records=[], world=default_world)
-    examples = _world_teacher_examples(config, env)
+    examples, by_id = _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
+                                                world_early_answer_fraction=fraction)
     assert len(examples) >= 3 * 50  # the original and its two counterfactual copies
-    by_id = {r.id: r for r in records}
     early = total = 0
     for key, (tokens, mask) in examples.items():
         if "~" in key:
@@ -132,18 +137,10 @@ def test_weak_teacher_answers_the_bridge_on_the_configured_share(default_world, 
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_sentence_answers_on_the_configured_share_score_below_the_entity(default_world, default_world_retriever,
                                                                          default_world_tokenizer, fraction):
-    from configs.default import get_config
-    from atomsearch_jax.experiment import Environment
     from atomsearch_jax.rewards.metrics import exact_match, f1_score
-    from atomsearch_jax.train import _world_teacher_examples
-    config = get_config()
-    config.sft.world_sentence_answer_fraction = fraction
     fmt = get_format("atom_searcher")
-    records = default_world.splits["train"][:60]
-    env = Environment(fmt=fmt, tokenizer=default_world_tokenizer, retriever=default_world_retriever,
-                      train_records=records, eval_records=[], heldout_records=[], world=default_world)
-    examples = _world_teacher_examples(config, env)
-    by_id = {r.id: r for r in records}
+    examples, by_id = _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
+                                                world_sentence_answer_fraction=fraction)
     sentences = total = 0
     for key, (tokens, mask) in examples.items():
         if "~" in key:
