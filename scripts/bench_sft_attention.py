@@ -5,7 +5,7 @@
 The default config's model (4 layers, hidden 128, vocabulary 2048, random float32 weights); one forward and
 backward of the token log-probabilities (the SFT / GRPO loss path, `training.logprobs.token_logprobs`) over
 `rows` full rows of each width. Sides: attention="reference" as the model runs it (causal query chunks,
-`model.attention.CAUSAL_QUERY_CHUNK`), "reference" over one whole [T, S] square (the kernel before the
+`model.attention.CAUSAL_QUERY_CHUNKS`), "reference" over one whole [T, S] square (the kernel before the
 chunks), and "blockwise" (the key-block scan "auto" takes past one block). Gradients must agree (rtol
 1e-3), else the run exits 1. Timing: bench_util.alternate (warm-up on each side, --repeats alternated
 rounds, medians). Last line (the widest width; ratios of the other sides' medians to the chunked one's):
@@ -29,13 +29,13 @@ from atomsearch_jax.training.logprobs import token_logprobs  # noqa: E402
 
 from atomsearch_jax.model import attention  # noqa: E402
 
-SIDES = {"reference": ("reference", attention.CAUSAL_QUERY_CHUNK), "square": ("reference", 1 << 30),
-         "blockwise": ("blockwise", attention.CAUSAL_QUERY_CHUNK)}
+SIDES = {"reference": ("reference", attention.CAUSAL_QUERY_CHUNKS), "square": ("reference", 1),
+         "blockwise": ("blockwise", attention.CAUSAL_QUERY_CHUNKS)}
 
 
 def step_fn(side: str, tokens: jax.Array):
     """jit(grad of the mean token log-prob) for the default model with this side's attention kernel."""
-    kernel, attention.CAUSAL_QUERY_CHUNK = SIDES[side]   # read when the step is traced (first call)
+    kernel, attention.CAUSAL_QUERY_CHUNKS = SIDES[side]   # read when the step is traced (first call)
     cfg = default_job_model(attention=kernel, attention_block=512)
     rows, width = tokens.shape
     mask = jnp.ones((rows, width), bool)
@@ -79,7 +79,7 @@ def main() -> None:
             rows.append([width, k, f"{1e3 * timings[k]['s'].median:.0f} ({times[0]:.0f}-{times[-1]:.0f})"])
         last = (width, timings)
     print_table(["width", "attention", "ms per step, median (min-max)"], rows)
-    print(f"reference = causal query chunks of {SIDES['reference'][1]} (or T / {attention.MAX_QUERY_CHUNKS}); "
+    print(f"reference = {SIDES['reference'][1]} causal query chunks (rows of >= {attention.MIN_CHUNKED_QUERIES}); "
           "square = the reference kernel over the whole [T, S] square")
     print(f"load average at the end {load_average()}")
     width, timings = last

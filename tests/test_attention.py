@@ -79,8 +79,8 @@ def _numpy_attention(q, k, v, lengths):
 
 @pytest.mark.parametrize("kv_layout", ["bskd", "bksd"])
 def test_reference_in_causal_query_chunks_matches_numpy_and_the_whole_square(kv_layout):
-    from atomsearch_jax.model.attention import CAUSAL_QUERY_CHUNK
-    t, heads, kv_heads = 2 * CAUSAL_QUERY_CHUNK + 22, 4, 2   # two whole chunks and a ragged one
+    from atomsearch_jax.model.attention import MIN_CHUNKED_QUERIES
+    t, heads, kv_heads = MIN_CHUNKED_QUERIES + 3, 4, 2   # chunks of unequal length
     q, k, v = _qkv(5, 2, t, t, heads, kv_heads)
     lengths = np.array([t, t - 30])
     valid = jnp.asarray(np.arange(t)[None, :] < lengths[:, None])

@@ -112,26 +112,28 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
     return shard(pallas_attention, q, k, v, mask)
 
 
-# Queries per chunk of the reference kernel on aligned (training) masks. Chunk c of the queries sees only
-# keys below its end, so the chunks skip most of the masked upper triangle (at T = 640, 40% of the square)
-# and their score tiles are smaller: a training step of the default job's 2-row micro-batches is 1.10-1.14x
-# faster on CPU than over the whole square at widths 464-704 (scripts/bench_sft_attention.py --rows 2).
-CAUSAL_QUERY_CHUNK = 128
-MAX_QUERY_CHUNKS = 16   # longer rows take longer chunks: the chunks are unrolled in the program
+# The reference kernel splits aligned (training) masks of at least MIN_CHUNKED_QUERIES queries into
+# CAUSAL_QUERY_CHUNKS chunks of queries; chunk c sees only the keys up to its last query, so the chunks skip
+# part of the masked upper triangle (a quarter of the square in two halves) and their score tiles are
+# smaller. A forward + backward of the default job's 2-row micro-batches at widths 464 / 640 / 704 ran
+# 1.01 / 1.09 / 1.16x faster on CPU than over the whole square (scripts/bench_sft_attention.py --rows 2);
+# every chunk is separate code in the program, so more chunks cost compile time for little more speed.
+CAUSAL_QUERY_CHUNKS = 2
+MIN_CHUNKED_QUERIES = 256
 
 
 def reference_attention(q: Array, k: Array, v: Array, mask: KeyMask, *, kv_layout: str = "bskd") -> Array:
     """The [B, K, G, T, S] score tensor at once (k, v in `kv_layout`, see `attend`); on aligned masks
-    (queries at slots 0..T-1 of the same T keys) in chunks of CAUSAL_QUERY_CHUNK queries (at most
-    MAX_QUERY_CHUNKS chunks), each against the keys up to its last query (a padding query there averages
-    the values of that prefix)."""
+    (queries at slots 0..T-1 of the same T keys) of T >= MIN_CHUNKED_QUERIES in CAUSAL_QUERY_CHUNKS chunks
+    of queries, each against the keys up to its last query (a padding query there averages the values of
+    that prefix)."""
     b, t, h, d = q.shape
     kv, s = (k.shape[2], k.shape[1]) if kv_layout == "bskd" else (k.shape[1], k.shape[2])
     qg = q.reshape(b, t, kv, h // kv, d)
-    if not (mask.aligned and t == s and t > CAUSAL_QUERY_CHUNK):
+    if not (mask.aligned and t == s and t >= MIN_CHUNKED_QUERIES and CAUSAL_QUERY_CHUNKS > 1):
         out = _softmax_attend(qg, k, v, mask.visible(jnp.arange(s, dtype=jnp.int32), mask.kv_valid), kv_layout)
         return out.reshape(b, t, h, d)
-    outs, chunk = [], max(CAUSAL_QUERY_CHUNK, -(-t // MAX_QUERY_CHUNKS))
+    outs, chunk = [], -(-t // CAUSAL_QUERY_CHUNKS)
     for start in range(0, t, chunk):
         stop = min(start + chunk, t)
         keys = (slice(None), slice(0, stop)) if kv_layout == "bskd" else (slice(None), slice(None), slice(0, stop))
