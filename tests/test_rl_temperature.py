@@ -58,7 +58,9 @@ def test_entropy_is_that_of_the_tempered_distribution():
     want = -(np.exp(logsm) * logsm).sum(-1)[:, :-1]
     _, ent = jax.jit(token_logprobs, static_argnums=0, static_argnames=("temperature", "chunk"))(
         CFG, params, tokens, temperature=TEMPERATURE, chunk=4)
-    np.testing.assert_allclose(np.asarray(ent)[:, 1:], want, rtol=1e-5, atol=1e-5)
+    # Two float32 programs (the forward's logits, the chunked log-probs) round apart by ~1e-5; the entropy at
+    # temperature 1 differs from the tempered one here by 0.36 or more at every position.
+    np.testing.assert_allclose(np.asarray(ent)[:, 1:], want, rtol=1e-5, atol=5e-5)
     with pytest.raises(ValueError, match="temperature"):
         token_logprobs(CFG, params, tokens, temperature=0.0)
 
