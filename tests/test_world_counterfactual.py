@@ -113,41 +113,42 @@ def _default_teacher_examples(world, retriever, tokenizer, **sft_overrides):
     return _world_teacher_examples(config, env), {r.id: r for r in records}
 
 
+def _final_answers(examples, by_id, tokenizer):
+    """(record, final answer of its teacher trajectory) for the original (not renamed) examples."""
+    fmt = get_format("atom_searcher")
+    for key, (tokens, mask) in examples.items():
+        if "~" not in key:
+            yield by_id[key], fmt.extract_answer(tokenizer.decode(tokens[mask.astype(bool)]))
+
+
+def _on_share(count, total, fraction):
+    return {0.0: count == 0, 1.0: count == total, 0.5: 0.3 * total < count < 0.7 * total}[fraction]
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_weak_teacher_answers_the_bridge_on_the_configured_share(default_world, default_world_retriever,
                                                                  default_world_tokenizer, fraction):
-    fmt = get_format("atom_searcher")
     examples, by_id = _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
                                                 world_early_answer_fraction=fraction)
     assert len(examples) >= 3 * 50  # the original and its two counterfactual copies
     early = total = 0
-    for key, (tokens, mask) in examples.items():
-        if "~" in key:
-            continue
-        text = default_world_tokenizer.decode(tokens[mask.astype(bool)])
-        record = by_id[key]
+    for record, final in _final_answers(examples, by_id, default_world_tokenizer):
         bridge, answer = record.metadata["chain"][0]["tail"], record.golden_answers[0]
-        final = fmt.extract_answer(text)
         assert final in (bridge, answer), (final, bridge, answer)
         total += 1
         early += final == bridge
-    assert {0.0: early == 0, 1.0: early == total, 0.5: 0.3 * total < early < 0.7 * total}[fraction], (early, total)
+    assert _on_share(early, total, fraction), (early, total)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_sentence_answers_on_the_configured_share_score_below_the_entity(default_world, default_world_retriever,
                                                                          default_world_tokenizer, fraction):
     from atomsearch_jax.rewards.metrics import exact_match, f1_score
-    fmt = get_format("atom_searcher")
     examples, by_id = _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
                                                 world_sentence_answer_fraction=fraction)
     sentences = total = 0
-    for key, (tokens, mask) in examples.items():
-        if "~" in key:
-            continue
-        record = by_id[key]
+    for record, final in _final_answers(examples, by_id, default_world_tokenizer):
         last = record.metadata["chain"][-1]
-        final = fmt.extract_answer(default_world_tokenizer.decode(tokens[mask.astype(bool)]))
         sentence = RELATIONS[last["relation"]].fact_sentence(last["head"], last["tail"])
         assert final in (record.golden_answers[0], sentence), (final, sentence)
         if final == sentence:
@@ -156,8 +157,7 @@ def test_sentence_answers_on_the_configured_share_score_below_the_entity(default
             assert 0.0 < f1_score(final, record.golden_answers) <= 0.5
         total += 1
         sentences += final == sentence
-    assert {0.0: sentences == 0, 1.0: sentences == total, 0.5: 0.3 * total < sentences < 0.7 * total}[fraction], (
-        sentences, total)
+    assert _on_share(sentences, total, fraction), (sentences, total)
 
 
 def test_split_off_starts_moves_whole_start_entities():

@@ -138,8 +138,7 @@ def reference_attention(q: Array, k: Array, v: Array, mask: KeyMask, *, kv_layou
         stop = min(start + chunk, t)
         keys = (slice(None), slice(0, stop)) if kv_layout == "bskd" else (slice(None), slice(None), slice(0, stop))
         valid = None if mask.kv_valid is None else mask.kv_valid[:, :stop]
-        chunk_mask = KeyMask(q_slots=mask.q_slots[:, start:stop], kv_valid=valid)
-        vis = chunk_mask.visible(jnp.arange(stop, dtype=jnp.int32), valid)
+        vis = KeyMask(q_slots=mask.q_slots[:, start:stop]).visible(jnp.arange(stop, dtype=jnp.int32), valid)
         outs.append(_softmax_attend(qg[:, start:stop], k[keys], v[keys], vis, kv_layout))
     return jnp.concatenate(outs, axis=1).reshape(b, t, h, d)
 
