@@ -6,6 +6,7 @@ setup(
     version="0.1.0",
     description="JAX/Flax, TPU-native RL training of LLM search agents with atomic-thought rewards.",
     packages=find_packages(include=["atomsearch_jax", "atomsearch_jax.*"]),
+    package_data={"atomsearch_jax.kernels": ["*.cc"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.6.0,<0.11",
@@ -33,6 +34,7 @@ setup(
         "fsspec>=2023.1",
         "jinja2>=3.1,<4",          # transformers' apply_chat_template (every prompt)
         "matplotlib>=3.7,<4",      # the job's report plots
+        "scipy-openblas32>=0.3.27",  # the OpenBLAS that CPU dense products call (atomsearch_jax/kernels)
     ],
     extras_require={
         "test": [

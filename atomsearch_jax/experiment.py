@@ -209,7 +209,8 @@ def build_model(config: ml_collections.ConfigDict, tokenizer: Any, mesh: Mesh | 
         params = init_params(model_config, jax.random.PRNGKey(config.seed))
     if not model_config.eos_ids:
         model_config = model_config.replace(eos_token_id=end_token_ids(tokenizer))
-    model_config = model_config.replace(attention=m.attention, attention_block=m.attention_block)
+    model_config = model_config.replace(attention=m.attention, attention_block=m.attention_block,
+                                        matmul=m.get("matmul", "auto"))
     logging.info("model: %s, %.2fM parameters", model_config, model_config.num_params() / 1e6)
     return model_config, params
 

@@ -63,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
         # the reference kernel trains faster on CPU than the blockwise scan (scripts/bench_sft_attention.py).
         # The paper-scale configs set their own (512).
         attention_block=1024,
+        # Dense products: "auto" runs float32 products through OpenBLAS on a single-device CPU process
+        # (kernels/blas_matmul.py), XLA's dot elsewhere; "xla" | "blas" force one.
+        matmul="auto",
     ))
 
     c.sft = sft.get_config()

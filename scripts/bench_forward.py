@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_util import alternate, forward_flops, load_average, mfu, peak_rss_gb, print_table, probe_machine, speedup, wall  # noqa: E402,E501
+from bench_util import alternate, dense_products, forward_flops, load_average, mfu, peak_rss_gb, print_table, probe_machine, speedup, wall  # noqa: E402,E501
 
 from atomsearch_jax.model import forward, get_preset, hidden_states, init_params, lm_logits, save_hf_checkpoint  # noqa: E402
 
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--matmul", default="auto", help="Our dense products: auto | xla | blas (ModelConfig.matmul).")
     args = ap.parse_args()
 
     import torch
@@ -38,7 +39,7 @@ def main() -> None:
 
     probe = probe_machine()
     print(probe.line(), flush=True)
-    cfg = get_preset("qwen2.5-0.5b", num_layers=args.layers)
+    cfg = get_preset("qwen2.5-0.5b", num_layers=args.layers, matmul=args.matmul)
     params = init_params(cfg, jax.random.PRNGKey(0))
     with tempfile.TemporaryDirectory() as tmp:
         save_hf_checkpoint(cfg, params, tmp)
@@ -48,7 +49,8 @@ def main() -> None:
     n_tok = args.batch * args.seq
     print(f"Qwen2.5-0.5B-shaped ({args.layers} layers), float32, batch {args.batch} x {args.seq}; jax "
           f"{jax.__version__} {jax.devices()}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"HF attn_implementation={hf.config._attn_implementation}; {args.repeats} alternated repeats", flush=True)
+          f"HF attn_implementation={hf.config._attn_implementation}; ours: {dense_products(cfg)}; {args.repeats} alternated "
+          "repeats", flush=True)
 
     full = jax.jit(lambda p, t: forward(cfg, p, t))
     last = jax.jit(lambda p, t: lm_logits(cfg, p, hidden_states(cfg, p, t)[:, -1]))

@@ -34,7 +34,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(__file__))
 import tunix_peer  # noqa: E402
-from bench_util import MachineProbe, alternate, best_time, load_average, probe_machine, speedup  # noqa: E402
+from bench_util import MachineProbe, alternate, best_time, dense_products, load_average, probe_machine, speedup  # noqa: E402
 
 flags.DEFINE_integer("new_tokens", 64, "Tokens generated per row.")
 flags.DEFINE_integer("prompt_len", 128, "Prompt tokens per row.")
@@ -45,6 +45,7 @@ flags.DEFINE_bool("hf_static", True, "Also time HF with cache_implementation='st
 flags.DEFINE_bool("tunix", True, "Time Tunix's sampler when google-tunix is importable.")
 flags.DEFINE_string("preset", "qwen2.5-0.5b", "Model shape.")
 flags.DEFINE_integer("layers", 0, "Decoder layers (0 = the preset's).")
+flags.DEFINE_string("matmul", "auto", "Our dense products: auto | xla | blas (ModelConfig.matmul).")
 flags.DEFINE_integer("max_len", 0, "Engine cache slots per row (0 = prompt_len + new_tokens); larger values "
                      "show the cost of a long cache (decode segments attend over a window of it).")
 FLAGS = flags.FLAGS
@@ -59,7 +60,7 @@ def roofline_steps_per_s(cfg, batch: int, context: float, probe: MachineProbe) -
     return 1.0 / max(step_bytes / probe.bandwidth, step_flops / probe.matmul_flops)
 
 
-def build_models(preset: str, layers: int, path: str):
+def build_models(preset: str, layers: int, path: str, matmul: str):
     """A random torch Qwen2 (float32, sdpa attention) saved to `path`, and the same weights as JAX params."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -72,7 +73,7 @@ def build_models(preset: str, layers: int, path: str):
     Qwen2ForCausalLM(hf_config).to(torch.float32).save_pretrained(path, safe_serialization=True)
     model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
     cfg, params = load_hf_checkpoint(path)
-    return model, cfg, params
+    return model, cfg.replace(matmul=matmul), params
 
 
 class HFGreedy:
@@ -213,7 +214,7 @@ def main(argv):
     path = tempfile.mkdtemp(prefix="bench_generate_")
     max_len = FLAGS.max_len or FLAGS.prompt_len + new_tokens
     try:
-        model, cfg, params = build_models(FLAGS.preset, FLAGS.layers, path)
+        model, cfg, params = build_models(FLAGS.preset, FLAGS.layers, path, FLAGS.matmul)
         tunix = tunix_peer.TunixGreedy(path, cfg, FLAGS.prompt_len + new_tokens) if use_tunix else None
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -221,7 +222,7 @@ def main(argv):
                   "Tunix not run (google-tunix not importable: scripts/install_peers.sh)" if FLAGS.tunix else
                   "Tunix not run (--notunix)")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, HF attn_implementation="
-          f"{model.config._attn_implementation}; {tunix_note}")
+          f"{model.config._attn_implementation}; {tunix_note}; ours: {dense_products(cfg)}")
     print(f"model {FLAGS.preset} ({cfg.num_layers} layers): {cfg.num_params() / 1e6:.0f}M params, float32, prompt {FLAGS.prompt_len}, "
           f"{new_tokens} new tokens, greedy, engine max_len {max_len}; {repeats} alternated rounds, medians "
           f"(min-max)", flush=True)

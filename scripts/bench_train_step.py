@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_util import alternate, forward_flops, load_average, mfu, peak_rss_gb, print_table, probe_machine, speedup  # noqa: E402,E501
+from bench_util import alternate, dense_products, forward_flops, load_average, mfu, peak_rss_gb, print_table, probe_machine, speedup  # noqa: E402,E501
 
 from atomsearch_jax import rl  # noqa: E402
 from atomsearch_jax.model import get_preset, init_params, save_hf_checkpoint  # noqa: E402
@@ -46,6 +46,7 @@ _REMAT = flags.DEFINE_bool("remat", True, "Recompute each layer in the backward 
 _SCAN = flags.DEFINE_bool("scan_layers", True, "Ours: run the layers under one lax.scan (stacked weights).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed alternated rounds (after one warm-up update per side).")
 _TORCH = flags.DEFINE_bool("torch_peer", True, "Run the PyTorch peer.")
+_MATMUL = flags.DEFINE_string("matmul", "auto", "Our dense products: auto | xla | blas (ModelConfig.matmul).")
 
 
 def rollout_batch(vocab: int, b: int, t: int, prompt: int) -> dict:
@@ -129,7 +130,8 @@ def main(argv) -> None:
     torch.set_num_threads(os.cpu_count())
     probe = probe_machine()
     print(probe.line(), flush=True)
-    cfg = get_preset("qwen2.5-0.5b", num_layers=_LAYERS.value, scan_layers=_SCAN.value)
+    cfg = get_preset("qwen2.5-0.5b", num_layers=_LAYERS.value, scan_layers=_SCAN.value, matmul=_MATMUL.value)
+    print(dense_products(cfg), flush=True)
     b, t = _BATCH.value, _SEQ.value
     c = rl.get_config()
     c.group_size = 4

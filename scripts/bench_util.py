@@ -115,6 +115,14 @@ def default_job_model(vocab_size: int = 2048, **overrides):
     return ModelConfig(**{**fields, **overrides})
 
 
+def dense_products(cfg) -> str:
+    """Which kernel runs the model's float32 dense products under cfg.matmul, for the header line."""
+    from atomsearch_jax.kernels import blas_matmul
+
+    kernel = "OpenBLAS sgemm (FFI)" if blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul) else "XLA dot"
+    return f"dense products: {kernel} (matmul={cfg.matmul!r})"
+
+
 def wall(fn: Callable[[], object]) -> Side:
     """A side timing the whole of fn() (which must block until its result is ready)."""
 

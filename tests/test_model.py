@@ -231,3 +231,13 @@ def test_init_params_runs(hf_pair):
     _, cfg, params, _ = hf_pair
     fresh = init_params(cfg, jax.random.PRNGKey(0))
     assert jax.tree_util.tree_structure(fresh) == jax.tree_util.tree_structure(params)
+
+
+def test_logits_through_openblas_match_hf(hf_pair):
+    from atomsearch_jax.kernels import blas_matmul
+    if not blas_matmul.available():
+        pytest.skip("OpenBLAS handler not built here")
+    model, cfg, params, _ = hf_pair
+    tokens = np.random.RandomState(1).randint(0, cfg.vocab_size, (3, 11))
+    got = np.asarray(forward(cfg.replace(matmul="blas"), params, tokens))
+    np.testing.assert_array_less(rel_err(got, hf_logits(model, tokens)), 1e-5)

@@ -9,6 +9,7 @@ from atomsearch_jax.model.transformer import (
     hidden_states,
     init_cache,
     init_params,
+    lm_head_operand,
     lm_head_weight,
     lm_logits,
     param_shapes,
@@ -17,5 +18,5 @@ from atomsearch_jax.model.transformer import (
 __all__ = [
     "PRESETS", "ModelConfig", "get_preset", "tiny_config", "tiny_qwen3_config", "load_hf_checkpoint", "save_hf_checkpoint", "stack_layers", "unstack_layers", "KVCache",
     "declared_logical_axes", "forward", "forward_cached", "hidden_states", "init_cache", "init_params",
-    "lm_head_weight", "lm_logits", "param_shapes",
+    "lm_head_operand", "lm_head_weight", "lm_logits", "param_shapes",
 ]

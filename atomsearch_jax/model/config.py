@@ -9,6 +9,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from atomsearch_jax.model.dtypes import DTYPES, dtype_name
+from atomsearch_jax.kernels.blas_matmul import check_policy
 from atomsearch_jax.model.attention import check_implementation
 
 MODEL_TYPES = ("qwen2", "qwen3")
@@ -26,7 +27,8 @@ class ModelConfig:
     pass; `scan_layers` stacks the layers under one `lax.scan` (faster compiles, slower decoding on
     XLA CPU because every step copies the weight slices, so it is off by default). `attention` names
     the kernel (see model/attention.py: auto | reference | blockwise | dot_product | pallas) and
-    `attention_block` its key-block size (slots); neither changes the numbers beyond float rounding.
+    `attention_block` its key-block size (slots); `matmul` the dense products' kernel (auto | xla | blas,
+    see kernels/blas_matmul.py). None of the three changes the numbers beyond float rounding.
     """
 
     vocab_size: int
@@ -51,6 +53,7 @@ class ModelConfig:
     qk_norm: bool = False
     attention: str = "auto"
     attention_block: int = 512
+    matmul: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
@@ -73,6 +76,7 @@ class ModelConfig:
         if self.dims_per_head % 2:
             raise ValueError(f"ModelConfig head_dim={self.dims_per_head} must be even for rotary embeddings")
         check_implementation(self.attention)
+        check_policy(self.matmul)
         if int(self.attention_block) <= 0:
             raise ValueError(f"ModelConfig.attention_block must be positive, got {self.attention_block}")
         for name in ("dtype", "param_dtype"):  # strings, numpy and jnp dtypes; stored as names (hashable)

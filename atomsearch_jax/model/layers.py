@@ -6,12 +6,14 @@ D head dim, F intermediate size. Parameters carry logical axis names (see parall
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from atomsearch_jax.kernels import blas_matmul
 from atomsearch_jax.model.attention import KeyMask, attend
 from atomsearch_jax.model.config import ModelConfig
 
@@ -86,9 +88,11 @@ def write_cache(cache: Array, new: Array, index: Array) -> Array:
 class Projection(nn.Module):
     """y = einsum(spec, x, kernel) (+ bias): a dense layer over named multi-dimensional axes.
 
-    flat: the spec contracts x's trailing dims with all kernel dims but the last (like "bthd,hde->bte");
-    it is then computed as one 2-D matmul over the flattened dims. As an einsum over two contracting
-    dims, XLA CPU transposed the whole kernel on every call (a weight-sized copy per decode step).
+    Every spec here contracts x's last dim with the kernel's first ("bte,ehd->bthd"), or with flat=True
+    x's trailing dims with all kernel dims but the last ("bthd,hde->bte"). flat products run as one 2-D
+    matmul over the flattened dims: as an einsum over two contracting dims, XLA CPU transposed the whole
+    kernel on every call (a weight-sized copy per decode step). When cfg.matmul takes the OpenBLAS
+    handler, every product runs 2-D through it (kernels/blas_matmul.py).
     """
 
     cfg: ModelConfig
@@ -105,7 +109,11 @@ class Projection(nn.Module):
         kernel = kernel.astype(x.dtype)
         if self.flat:
             n = kernel.ndim - 1
-            y = x.reshape(*x.shape[:-n], -1) @ kernel.reshape(-1, kernel.shape[-1])
+            y = blas_matmul.matmul(x.reshape(*x.shape[:-n], -1), kernel.reshape(-1, kernel.shape[-1]),
+                                   policy=self.cfg.matmul)
+        elif blas_matmul.uses_blas(x.dtype, kernel.dtype, self.cfg.matmul, rows=math.prod(x.shape[:-1])):
+            y = blas_matmul.matmul(x, kernel.reshape(kernel.shape[0], -1), policy="blas")
+            y = y.reshape(*x.shape[:-1], *kernel.shape[1:])
         else:
             y = jnp.einsum(self.spec, x, kernel)
         if self.bias_shape is not None:

@@ -6,6 +6,7 @@ plain `params` pytree; nothing in the model holds state.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import Mesh
 
+from atomsearch_jax.kernels import blas_matmul
 from atomsearch_jax.model.attention import KeyMask
 from atomsearch_jax.model.config import ModelConfig
 from atomsearch_jax.model.layers import Constrainer, DecoderLayer, RMSNorm
@@ -76,8 +78,20 @@ def lm_head_weight(config: ModelConfig, params: Any) -> Array:
     return params["lm_head"]["kernel"]
 
 
+def lm_head_operand(config: ModelConfig, params: Any) -> tuple[Array, bool]:
+    """The output projection as stored, for `blas_matmul.matmul`: the [V, E] embedding and transposed=True
+    when tied (sgemm reads it in place, no [E, V] copy), else the [E, V] kernel and False."""
+    if config.tie_word_embeddings:
+        return params["embed"]["embedding"], True
+    return params["lm_head"]["kernel"], False
+
+
 def lm_logits(config: ModelConfig, params: Any, hidden: Array) -> Array:
     """Logits [..., V] (float32) from final hidden states [..., E]."""
+    w, transposed = lm_head_operand(config, params)
+    if blas_matmul.uses_blas(hidden.dtype, w.dtype, config.matmul, rows=math.prod(hidden.shape[:-1]),
+                             transposed=transposed):
+        return blas_matmul.matmul(hidden, w, transposed=transposed, policy="blas")
     w = lm_head_weight(config, params).astype(hidden.dtype)
     return jnp.einsum("...e,ev->...v", hidden, w, preferred_element_type=jnp.float32)
 

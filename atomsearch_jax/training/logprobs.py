@@ -22,17 +22,27 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from atomsearch_jax.model import ModelConfig, hidden_states, lm_head_weight
+from atomsearch_jax.kernels import blas_matmul
+from atomsearch_jax.model import ModelConfig, hidden_states, lm_head_operand
 from atomsearch_jax.parallel import TRAIN_RULES
 from atomsearch_jax.model.dtypes import cast_floating
 
 Array = jax.Array
 
 
+def _head_logits(hidden: Array, w: Array, transposed: bool, matmul: str) -> Array:
+    """hidden [B, C, E] @ w ([E, V], or [V, E] with transposed) -> float32 logits [B, C, V]."""
+    if blas_matmul.uses_blas(hidden.dtype, w.dtype, matmul, rows=hidden.shape[0] * hidden.shape[1],
+                             transposed=transposed):
+        return blas_matmul.matmul(hidden, w, transposed=transposed, policy="blas")
+    w = w.astype(hidden.dtype)
+    return jnp.einsum("bce,ev->bcv", hidden, w.T if transposed else w, preferred_element_type=jnp.float32)
+
+
 def _chunk_stats(hidden: Array, w: Array, targets: Array, with_entropy: bool, mesh: Mesh | None,
-                 temperature: float) -> tuple[Array, Array]:
-    """hidden [B, C, E], w [E, V], targets [B, C] -> (log p(target) [B, C], entropy [B, C] or zeros)."""
-    logits = jnp.einsum("bce,ev->bcv", hidden, w.astype(hidden.dtype), preferred_element_type=jnp.float32)
+                 temperature: float, transposed: bool, matmul: str) -> tuple[Array, Array]:
+    """hidden [B, C, E], w [E, V] (or [V, E]), targets [B, C] -> (log p(target) [B, C], entropy [B, C] or 0)."""
+    logits = _head_logits(hidden, w, transposed, matmul)
     if temperature != 1.0:
         logits = logits / jnp.float32(temperature)
     if mesh is not None:
@@ -55,10 +65,12 @@ def check_temperature(temperature: float) -> float:
 
 
 def next_token_stats(hidden: Array, w: Array, targets: Array, *, chunk: int, with_entropy: bool = True,
-                     mesh: Mesh | None = None, temperature: float = 1.0) -> tuple[Array, Array]:
+                     mesh: Mesh | None = None, temperature: float = 1.0, transposed: bool = False,
+                     matmul: str = "xla") -> tuple[Array, Array]:
     """Log-prob of targets[b, t] under softmax(hidden[b, t] @ w / temperature), and the entropy, chunked over t.
 
-    hidden [B, T, E], w [E, V], targets [B, T] int -> two float32 [B, T] arrays.
+    hidden [B, T, E], w [E, V] (or [V, E] read as its transpose with transposed=True), targets [B, T] int
+    -> two float32 [B, T] arrays. matmul: the head product's policy (kernels/blas_matmul.py).
     """
     temperature = check_temperature(temperature)
     b, t, e = hidden.shape
@@ -70,7 +82,7 @@ def next_token_stats(hidden: Array, w: Array, targets: Array, *, chunk: int, wit
         targets = jnp.pad(targets, ((0, 0), (0, pad)))
     h_chunks = hidden.reshape(b, n, chunk, e).swapaxes(0, 1)
     t_chunks = targets.reshape(b, n, chunk).swapaxes(0, 1)
-    stats = jax.checkpoint(lambda h, tg: _chunk_stats(h, w, tg, with_entropy, mesh, temperature))
+    stats = jax.checkpoint(lambda h, tg: _chunk_stats(h, w, tg, with_entropy, mesh, temperature, transposed, matmul))
 
     def body(_, xs):
         return None, stats(*xs)
@@ -97,7 +109,8 @@ def token_logprobs(config: ModelConfig, params: Any, tokens: Array, *, temperatu
     hidden = hidden_states(config, params, tokens, positions=positions, attention_mask=attention_mask, mesh=mesh,
                            rules=TRAIN_RULES)
     targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
-    logp, ent = next_token_stats(hidden, lm_head_weight(config, params), targets, chunk=chunk,
-                                 with_entropy=with_entropy, mesh=mesh, temperature=temperature)
+    w, transposed = lm_head_operand(config, params)
+    logp, ent = next_token_stats(hidden, w, targets, chunk=chunk, with_entropy=with_entropy, mesh=mesh,
+                                 temperature=temperature, transposed=transposed, matmul=config.matmul)
     shift = lambda x: jnp.pad(x[:, :-1], ((0, 0), (1, 0)))  # noqa: E731  position t-1 predicts token t
     return shift(logp), shift(ent)

@@ -1,0 +1,1 @@
+"""Compiled FFI handlers for XLA:CPU (built on first use; see build.py)."""

@@ -1,0 +1,58 @@
+// y = op(a) @ op(b) for float32 matrices, as an XLA:CPU typed-FFI handler calling OpenBLAS's sgemm.
+//
+// XLA:CPU's dot runs the model's products (decode: 8 rows x every weight; training: [B*T, E] x [E, F])
+// below the speed of an optimised BLAS on the same cores; this handler hands them to OpenBLAS (the
+// scipy-openblas32 wheel, linked at build time). op(m) is m or m^T as the attributes say; operands are
+// row-major as XLA lays out 2-D arrays by default (the Python side pins that layout).
+#include <cstdint>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+extern "C" {
+// cblas.h of scipy-openblas32 (32-bit integers, symbol prefix "scipy_").
+enum AtomsearchCblasOrder { kRowMajor = 101 };
+enum AtomsearchCblasTranspose { kNoTrans = 111, kTrans = 112 };
+void scipy_cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float* a,
+                       int lda, const float* b, int ldb, float beta, float* c, int ldc);
+}
+
+namespace {
+
+ffi::Error Sgemm(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> c, bool trans_a,
+                 bool trans_b) {
+  const auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
+  if (ad.size() != 2 || bd.size() != 2 || cd.size() != 2) {
+    return ffi::Error::InvalidArgument("atomsearch_sgemm: operands must be 2-D");
+  }
+  const int64_t m = trans_a ? ad[1] : ad[0], k = trans_a ? ad[0] : ad[1];
+  const int64_t kb = trans_b ? bd[1] : bd[0], n = trans_b ? bd[0] : bd[1];
+  if (k != kb || cd[0] != m || cd[1] != n) {
+    return ffi::Error::InvalidArgument("atomsearch_sgemm: operand shapes do not agree");
+  }
+  constexpr int64_t kMaxInt = 2147483647;
+  if (ad[0] > kMaxInt || ad[1] > kMaxInt || bd[0] > kMaxInt || bd[1] > kMaxInt) {
+    return ffi::Error::InvalidArgument("atomsearch_sgemm: a dimension exceeds 32-bit BLAS integers");
+  }
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  float* out = c->typed_data();
+  if (k == 0) {
+    for (int64_t i = 0; i < m * n; ++i) out[i] = 0.f;
+    return ffi::Error::Success();
+  }
+  scipy_cblas_sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, static_cast<int>(m),
+                    static_cast<int>(n), static_cast<int>(k), 1.f, a.typed_data(), static_cast<int>(ad[1]),
+                    b.typed_data(), static_cast<int>(bd[1]), 0.f, out, static_cast<int>(n));
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AtomsearchSgemm, Sgemm,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("trans_a")
+                                  .Attr<bool>("trans_b"));

@@ -1,0 +1,142 @@
+"""Float32 matmuls on XLA:CPU through OpenBLAS's sgemm (the FFI handler in blas_matmul.cc).
+
+On this project's CPU machines XLA's dot runs the model's products below an optimised BLAS on the same
+cores: batch-8 decode products (8 rows x a weight) and the training products ([B*T, E] x [E, F]) alike.
+`matmul` hands them to the OpenBLAS of the scipy-openblas32 wheel, forward and backward (a custom VJP
+whose two products are the same call with transposed operands).
+
+Policy (ModelConfig.matmul): "xla" always XLA's dot; "blas" always the handler (raises when it cannot be
+used); "auto" the handler for float32 operands in a single-device XLA:CPU process (XLA cannot partition a
+custom call, so multi-device programs keep the dot) with at least MIN_ROWS rows, XLA's dot otherwise or
+when the handler does not build (warned once). The policy changes speed, never results beyond float
+rounding.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from atomsearch_jax.kernels import build
+
+Array = jax.Array
+
+POLICIES = ("auto", "xla", "blas")
+_SOURCE = Path(__file__).with_name("blas_matmul.cc")
+_TARGET = "atomsearch_sgemm"
+# Fewest rows for which "auto" takes sgemm, by whether w is read transposed. Measured on the development
+# machine (2-core EPYC, Qwen2.5-0.5B weights): one row is a matrix-vector product, where XLA's dot runs at
+# memory bandwidth and sgemm 0.45-0.98x of it; the tied head read transposed ([V, E]) reaches XLA's speed
+# only from 8-16 rows (6 rows: 0.74x, 8: 1.21x); the untied products gain from 2 rows on (1.1-2.0x).
+MIN_ROWS = {False: 2, True: 8}
+
+
+def check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"matmul policy {policy!r}; expected one of {list(POLICIES)}")
+
+
+def _openblas_flags() -> tuple[str, ...]:
+    try:
+        import scipy_openblas32
+    except ImportError as e:
+        raise build.BuildError(f"scipy-openblas32 is not installed ({e})") from None
+    lib = scipy_openblas32.get_lib_dir()
+    return ("-L", lib, f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib}")
+
+
+@functools.cache
+def _registration_error() -> str | None:
+    """Builds and registers the handler once per process; None when ready, else why not."""
+    try:
+        library = ctypes.cdll.LoadLibrary(str(build.shared_library(_SOURCE, _openblas_flags())))
+        handler = library.AtomsearchSgemm
+    except (OSError, build.BuildError, AttributeError) as e:
+        return str(e)
+    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    return None
+
+
+def available() -> bool:
+    """True when the handler is built and registered (building it on the first call)."""
+    return _registration_error() is None
+
+
+@functools.cache
+def _warn_unavailable() -> None:
+    logging.warning("blas_matmul: OpenBLAS handler unavailable, using XLA's dot: %s", _registration_error())
+
+
+def uses_blas(x_dtype, w_dtype, policy: str = "auto", *, rows: int | None = None, transposed: bool = False) -> bool:
+    """Whether `matmul` of `rows` flattened rows (None: any) of these dtypes, w read transposed or not,
+    runs the OpenBLAS handler under `policy`."""
+    check_policy(policy)
+    if policy == "xla":
+        return False
+    eligible = jnp.dtype(x_dtype) == jnp.float32 and jnp.dtype(w_dtype) == jnp.float32
+    if policy == "blas":
+        if not eligible:
+            raise ValueError(f"matmul policy 'blas' needs float32 operands, got {x_dtype} and {w_dtype}")
+        if jax.default_backend() != "cpu":
+            raise RuntimeError(f"matmul policy 'blas' needs XLA:CPU, this process runs {jax.default_backend()}")
+        if not available():
+            raise RuntimeError(f"matmul policy 'blas': the OpenBLAS handler is unavailable: {_registration_error()}")
+        return True
+    if not eligible or jax.default_backend() != "cpu" or jax.device_count() != 1:
+        return False
+    if rows is not None and rows < MIN_ROWS[transposed]:
+        return False
+    if not available():
+        _warn_unavailable()
+        return False
+    return True
+
+
+def _sgemm(a: Array, b: Array, trans_a: bool, trans_b: bool) -> Array:
+    """op(a) @ op(b) for 2-D float32 a, b through the handler."""
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32), vmap_method="sequential")
+    return call(a, b, trans_a=trans_a, trans_b=trans_b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _blas_matmul(x: Array, w: Array, transposed: bool) -> Array:
+    return _sgemm(x, w, False, transposed)
+
+
+def _blas_matmul_fwd(x: Array, w: Array, transposed: bool):
+    return _sgemm(x, w, False, transposed), (x, w)
+
+
+def _blas_matmul_bwd(transposed: bool, residuals, dy: Array):
+    x, w = residuals
+    dx = _sgemm(dy, w, False, not transposed)  # dy [M, N] @ w^T (w [K, N]) or @ w (w [N, K])
+    dw = _sgemm(dy, x, True, False) if transposed else _sgemm(x, dy, True, False)  # [N, K] or [K, N]
+    return dx, dw
+
+
+_blas_matmul.defvjp(_blas_matmul_fwd, _blas_matmul_bwd)
+
+
+def matmul(x: Array, w: Array, *, transposed: bool = False, policy: str = "auto") -> Array:
+    """x [..., K] @ w for w [K, N], or x @ w.T for w [N, K] with transposed=True. Returns [..., N].
+
+    The leading dims of x are flattened into the rows of one product. See the module docstring for
+    `policy`.
+    """
+    if x.ndim < 1 or w.ndim != 2:
+        raise ValueError(f"matmul: x must have a contracting last dim and w must be 2-D; got {x.shape}, {w.shape}")
+    k = x.shape[-1]
+    if (w.shape[1] if transposed else w.shape[0]) != k:
+        raise ValueError(f"matmul: x {x.shape} and w {w.shape} (transposed={transposed}) do not contract")
+    rows = math.prod(x.shape[:-1])
+    if not uses_blas(x.dtype, w.dtype, policy, rows=rows, transposed=transposed):
+        return jnp.matmul(x, w.T if transposed else w)
+    y = _blas_matmul(x.reshape(rows, k), w, transposed)
+    return y.reshape(*x.shape[:-1], y.shape[-1])

@@ -1,0 +1,108 @@
+"""The OpenBLAS sgemm FFI handler (kernels/blas_matmul.py) against float64 numpy products."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from atomsearch_jax.kernels import blas_matmul
+from atomsearch_jax.model import forward, init_params
+from atomsearch_jax.model.config import tiny_config
+from atomsearch_jax.model.transformer import forward_cached, init_cache
+
+pytestmark = pytest.mark.skipif(not blas_matmul.available(), reason="OpenBLAS handler not built here")
+
+SHAPES = [((8, 96), 40), ((1, 7), 5), ((2, 3, 33), 17), ((130, 64), 257)]
+
+
+def _operands(x_shape, n, transposed, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((n, x_shape[-1]) if transposed else (x_shape[-1], n)).astype(np.float32)
+    return x, w
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("x_shape,n", SHAPES)
+def test_product_matches_float64_numpy(x_shape, n, transposed):
+    x, w = _operands(x_shape, n, transposed)
+    want = x.astype(np.float64) @ (w.T if transposed else w).astype(np.float64)
+    got = jax.jit(lambda x, w: blas_matmul.matmul(x, w, transposed=transposed, policy="blas"))(x, w)
+    assert got.shape == want.shape and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("x_shape,n", SHAPES[:3])
+def test_gradients_match_the_numpy_derivation(x_shape, n, transposed):
+    x, w = _operands(x_shape, n, transposed, seed=1)
+    r = np.random.default_rng(2).standard_normal((*x_shape[:-1], n)).astype(np.float32)
+    loss = lambda x, w: jnp.sum(blas_matmul.matmul(x, w, transposed=transposed, policy="blas") * r)  # noqa: E731
+    dx, dw = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
+    x2, r2 = x.reshape(-1, x.shape[-1]).astype(np.float64), r.reshape(-1, n).astype(np.float64)
+    w64 = w.astype(np.float64)
+    want_dx = (r2 @ (w64 if transposed else w64.T)).reshape(x.shape)
+    want_dw = r2.T @ x2 if transposed else x2.T @ r2
+    np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dw), want_dw, rtol=1e-5, atol=1e-4)
+
+
+def test_vmap_runs_each_product():
+    x, w = _operands((4, 5, 12), 9, False)
+    got = jax.vmap(lambda x: blas_matmul.matmul(x, w, policy="blas"))(x)
+    np.testing.assert_allclose(np.asarray(got), x.astype(np.float64) @ w, rtol=1e-5, atol=1e-4)
+
+
+def test_policy_errors_name_the_input():
+    with pytest.raises(ValueError, match="'fast'"):
+        blas_matmul.matmul(jnp.ones((2, 3)), jnp.ones((3, 4)), policy="fast")
+    with pytest.raises(ValueError, match="float32 operands.*bfloat16"):
+        blas_matmul.matmul(jnp.ones((2, 3), jnp.bfloat16), jnp.ones((3, 4), jnp.bfloat16), policy="blas")
+    with pytest.raises(ValueError, match=r"\(2, 3\) and w \(4, 4\)"):
+        blas_matmul.matmul(jnp.ones((2, 3)), jnp.ones((4, 4)), policy="blas")
+    with pytest.raises(ValueError, match="matmul"):
+        tiny_config(matmul="openblas")
+
+
+def test_auto_keeps_xla_dot_where_the_custom_call_cannot_go():
+    assert jax.device_count() > 1  # conftest forces 8 CPU devices: XLA cannot partition the custom call
+    assert not blas_matmul.uses_blas(jnp.float32, jnp.float32, "auto")
+    assert not blas_matmul.uses_blas(jnp.bfloat16, jnp.float32, "auto")
+    assert blas_matmul.uses_blas(jnp.float32, jnp.float32, "blas")
+    assert not blas_matmul.uses_blas(jnp.float32, jnp.float32, "xla")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_model_through_openblas_equals_xla_dot(tied):
+    """Logits, decode-step hidden states and parameter gradients of a tiny model agree across kernels."""
+    xla = tiny_config(tie_word_embeddings=tied, matmul="xla")
+    blas = xla.replace(matmul="blas")
+    params = init_params(xla, jax.random.PRNGKey(3))
+    tokens = np.random.RandomState(4).randint(0, xla.vocab_size, (3, 10))
+    np.testing.assert_allclose(np.asarray(forward(blas, params, tokens)), np.asarray(forward(xla, params, tokens)),
+                               rtol=1e-5, atol=1e-5)
+
+    def step(cfg):
+        hidden, _ = forward_cached(cfg, params, tokens[:, :1], init_cache(cfg, 3, 16), jnp.array([0, 4, 9]))
+        return np.asarray(hidden)
+
+    np.testing.assert_allclose(step(blas), step(xla), rtol=1e-5, atol=1e-5)
+
+    def grads(cfg):
+        loss = lambda p: jnp.mean(jax.nn.log_softmax(forward(cfg, p, tokens))[..., 0])  # noqa: E731
+        return jax.grad(loss)(params)
+
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads(blas)), jax.tree.leaves(grads(xla))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+def test_auto_leaves_few_row_products_to_xla(monkeypatch):
+    """One row is a matrix-vector product (XLA's dot runs it at bandwidth); a transposed (tied-head)
+    operand needs more rows: the measured thresholds in MIN_ROWS."""
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    f32 = jnp.float32
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=1)
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=2)
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=4, transposed=True)
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=8, transposed=True)
+    assert blas_matmul.uses_blas(f32, f32, "blas", rows=1, transposed=True)
