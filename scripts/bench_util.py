@@ -119,7 +119,14 @@ def dense_products(cfg) -> str:
     """Which kernel runs the model's float32 dense products under cfg.matmul, for the header line."""
     from atomsearch_jax.kernels import blas_matmul
 
-    kernel = "OpenBLAS sgemm (FFI)" if blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul) else "XLA dot"
+    if not blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul):
+        kernel = "XLA dot"
+    elif cfg.matmul == "blas":
+        kernel = "OpenBLAS sgemm (FFI) for every product"
+    else:
+        low = blas_matmul.MIN_ROWS
+        kernel = (f"OpenBLAS sgemm (FFI) from {low[False]} rows (a head read transposed from {low[True]}), "
+                  "XLA dot below")
     return f"dense products: {kernel} (matmul={cfg.matmul!r})"
 
 

@@ -101,8 +101,8 @@ def test_auto_leaves_few_row_products_to_xla(monkeypatch):
     operand needs more rows: the measured thresholds in MIN_ROWS."""
     monkeypatch.setattr(jax, "device_count", lambda: 1)
     f32 = jnp.float32
-    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=1)
-    assert blas_matmul.uses_blas(f32, f32, "auto", rows=2)
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=2)
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=4)
     assert not blas_matmul.uses_blas(f32, f32, "auto", rows=4, transposed=True)
     assert blas_matmul.uses_blas(f32, f32, "auto", rows=8, transposed=True)
     assert blas_matmul.uses_blas(f32, f32, "blas", rows=1, transposed=True)

@@ -29,11 +29,12 @@ Array = jax.Array
 POLICIES = ("auto", "xla", "blas")
 _SOURCE = Path(__file__).with_name("blas_matmul.cc")
 _TARGET = "atomsearch_sgemm"
-# Fewest rows for which "auto" takes sgemm, by whether w is read transposed. Measured on the development
-# machine (2-core EPYC, Qwen2.5-0.5B weights): one row is a matrix-vector product, where XLA's dot runs at
-# memory bandwidth and sgemm 0.45-0.98x of it; the tied head read transposed ([V, E]) reaches XLA's speed
-# only from 8-16 rows (6 rows: 0.74x, 8: 1.21x); the untied products gain from 2 rows on (1.1-2.0x).
-MIN_ROWS = {False: 2, True: 8}
+# Fewest rows for which "auto" takes sgemm, by whether w is read transposed; from `scripts/bench_matmul.py`
+# (Qwen2.5-0.5B products, BENCHMARKS.md "Dense products"). One row is a matrix-vector product, which XLA's
+# dot runs near memory bandwidth (sgemm 0.5-1.1x of it); at 2 rows the two are even (0.7-1.0x); from 4
+# rows sgemm runs the MLP products 1.8-2.3x faster. The tied head read transposed ([V, E]) gains only from
+# 8 rows (4: 0.87x, 8: 1.34x).
+MIN_ROWS = {False: 4, True: 8}
 
 
 def check_policy(policy: str) -> None:
