@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     if not blas_matmul.available():
-        sys.exit(f"OpenBLAS handler unavailable: {blas_matmul._registration_error()}")
+        sys.exit(f"OpenBLAS handler unavailable: {blas_matmul.registration_error()}")
     probe = probe_machine()
     print(probe.line(), flush=True)
     print(f"jax {jax.__version__} {jax.devices()}; {args.repeats} alternated rounds; ms, median (min-max)", flush=True)

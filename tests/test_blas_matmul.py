@@ -106,3 +106,22 @@ def test_auto_leaves_few_row_products_to_xla(monkeypatch):
     assert not blas_matmul.uses_blas(f32, f32, "auto", rows=4, transposed=True)
     assert blas_matmul.uses_blas(f32, f32, "auto", rows=8, transposed=True)
     assert blas_matmul.uses_blas(f32, f32, "blas", rows=1, transposed=True)
+
+
+def test_without_the_handler_auto_falls_back_and_blas_says_why(monkeypatch):
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    monkeypatch.setattr(blas_matmul, "registration_error", lambda: "no C++ compiler found (set $CXX)")
+    assert not blas_matmul.uses_blas(jnp.float32, jnp.float32, "auto", rows=64)
+    with pytest.raises(RuntimeError, match=r"unavailable: no C\+\+ compiler"):
+        blas_matmul.matmul(jnp.ones((64, 3)), jnp.ones((3, 4)), policy="blas")
+
+
+def test_a_failed_build_names_the_command_and_the_compiler_error(tmp_path, monkeypatch):
+    from atomsearch_jax.kernels import build
+
+    monkeypatch.setenv("ATOMSEARCH_KERNEL_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "broken.cc"
+    source.write_text("this is not C++;\n")
+    with pytest.raises(build.BuildError, match=r"broken\.cc.*failed:[\s\S]*error"):
+        build.shared_library(source)
+    assert not list((tmp_path / "cache").glob("*.so"))  # no half-built library is left to be loaded

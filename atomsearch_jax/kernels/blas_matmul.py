@@ -52,7 +52,7 @@ def _openblas_flags() -> tuple[str, ...]:
 
 
 @functools.cache
-def _registration_error() -> str | None:
+def registration_error() -> str | None:
     """Builds and registers the handler once per process; None when ready, else why not."""
     try:
         library = ctypes.cdll.LoadLibrary(str(build.shared_library(_SOURCE, _openblas_flags())))
@@ -65,12 +65,12 @@ def _registration_error() -> str | None:
 
 def available() -> bool:
     """True when the handler is built and registered (building it on the first call)."""
-    return _registration_error() is None
+    return registration_error() is None
 
 
 @functools.cache
 def _warn_unavailable() -> None:
-    logging.warning("blas_matmul: OpenBLAS handler unavailable, using XLA's dot: %s", _registration_error())
+    logging.warning("blas_matmul: OpenBLAS handler unavailable, using XLA's dot: %s", registration_error())
 
 
 def uses_blas(x_dtype, w_dtype, policy: str = "auto", *, rows: int | None = None, transposed: bool = False) -> bool:
@@ -86,7 +86,7 @@ def uses_blas(x_dtype, w_dtype, policy: str = "auto", *, rows: int | None = None
         if jax.default_backend() != "cpu":
             raise RuntimeError(f"matmul policy 'blas' needs XLA:CPU, this process runs {jax.default_backend()}")
         if not available():
-            raise RuntimeError(f"matmul policy 'blas': the OpenBLAS handler is unavailable: {_registration_error()}")
+            raise RuntimeError(f"matmul policy 'blas': the OpenBLAS handler is unavailable: {registration_error()}")
         return True
     if not eligible or jax.default_backend() != "cpu" or jax.device_count() != 1:
         return False
