@@ -106,6 +106,10 @@ def test_auto_leaves_few_row_products_to_xla(monkeypatch):
     assert not blas_matmul.uses_blas(f32, f32, "auto", rows=4, transposed=True)
     assert blas_matmul.uses_blas(f32, f32, "auto", rows=8, transposed=True)
     assert blas_matmul.uses_blas(f32, f32, "blas", rows=1, transposed=True)
+    # Small weights (the default job's model) stay on XLA's dot: sgemm slowed its whole SFT step.
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=1408, weight_elements=128 * 768)
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=1408, weight_elements=896 * 896)
+    assert blas_matmul.uses_blas(f32, f32, "blas", rows=1408, weight_elements=128 * 768)
 
 
 def test_without_the_handler_auto_falls_back_and_blas_says_why(monkeypatch):

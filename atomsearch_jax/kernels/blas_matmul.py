@@ -35,6 +35,11 @@ _TARGET = "atomsearch_sgemm"
 # rows sgemm runs the MLP products 1.8-2.3x faster. The tied head read transposed ([V, E]) gains only from
 # 8 rows (4: 0.87x, 8: 1.34x).
 MIN_ROWS = {False: 4, True: 8}
+# Fewest weight elements (K x N) for which "auto" takes sgemm. Inside a whole training step of the default
+# job's model (hidden 128: weights of 16k-262k elements) sgemm made SFT steps 1.3-1.5x slower although each
+# product alone ran faster (OpenBLAS's threads spinning between calls while XLA's run attention, and the
+# dots' fused epilogues lost); Qwen2.5-0.5B's q/o, MLP and head weights (0.8M-136M) are the measured gains.
+MIN_WEIGHT_ELEMENTS = 1 << 19
 
 
 def check_policy(policy: str) -> None:
@@ -73,9 +78,10 @@ def _warn_unavailable() -> None:
     logging.warning("blas_matmul: OpenBLAS handler unavailable, using XLA's dot: %s", registration_error())
 
 
-def uses_blas(x_dtype, w_dtype, policy: str = "auto", *, rows: int | None = None, transposed: bool = False) -> bool:
-    """Whether `matmul` of `rows` flattened rows (None: any) of these dtypes, w read transposed or not,
-    runs the OpenBLAS handler under `policy`."""
+def uses_blas(x_dtype, w_dtype, policy: str = "auto", *, rows: int | None = None, transposed: bool = False,
+              weight_elements: int | None = None) -> bool:
+    """Whether `matmul` of `rows` flattened rows with a weight of `weight_elements` (None: any) of these
+    dtypes, w read transposed or not, runs the OpenBLAS handler under `policy`."""
     check_policy(policy)
     if policy == "xla":
         return False
@@ -91,6 +97,8 @@ def uses_blas(x_dtype, w_dtype, policy: str = "auto", *, rows: int | None = None
     if not eligible or jax.default_backend() != "cpu" or jax.device_count() != 1:
         return False
     if rows is not None and rows < MIN_ROWS[transposed]:
+        return False
+    if weight_elements is not None and weight_elements < MIN_WEIGHT_ELEMENTS:
         return False
     if not available():
         _warn_unavailable()
@@ -137,7 +145,7 @@ def matmul(x: Array, w: Array, *, transposed: bool = False, policy: str = "auto"
     if (w.shape[1] if transposed else w.shape[0]) != k:
         raise ValueError(f"matmul: x {x.shape} and w {w.shape} (transposed={transposed}) do not contract")
     rows = math.prod(x.shape[:-1])
-    if not uses_blas(x.dtype, w.dtype, policy, rows=rows, transposed=transposed):
+    if not uses_blas(x.dtype, w.dtype, policy, rows=rows, transposed=transposed, weight_elements=w.size):
         return jnp.matmul(x, w.T if transposed else w)
     y = _blas_matmul(x.reshape(rows, k), w, transposed)
     return y.reshape(*x.shape[:-1], y.shape[-1])

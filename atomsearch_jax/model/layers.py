@@ -111,7 +111,8 @@ class Projection(nn.Module):
             n = kernel.ndim - 1
             y = blas_matmul.matmul(x.reshape(*x.shape[:-n], -1), kernel.reshape(-1, kernel.shape[-1]),
                                    policy=self.cfg.matmul)
-        elif blas_matmul.uses_blas(x.dtype, kernel.dtype, self.cfg.matmul, rows=math.prod(x.shape[:-1])):
+        elif blas_matmul.uses_blas(x.dtype, kernel.dtype, self.cfg.matmul, rows=math.prod(x.shape[:-1]),
+                                   weight_elements=kernel.size):
             y = blas_matmul.matmul(x, kernel.reshape(kernel.shape[0], -1), policy="blas")
             y = y.reshape(*x.shape[:-1], *kernel.shape[1:])
         else:

@@ -90,7 +90,7 @@ def lm_logits(config: ModelConfig, params: Any, hidden: Array) -> Array:
     """Logits [..., V] (float32) from final hidden states [..., E]."""
     w, transposed = lm_head_operand(config, params)
     if blas_matmul.uses_blas(hidden.dtype, w.dtype, config.matmul, rows=math.prod(hidden.shape[:-1]),
-                             transposed=transposed):
+                             transposed=transposed, weight_elements=w.size):
         return blas_matmul.matmul(hidden, w, transposed=transposed, policy="blas")
     w = lm_head_weight(config, params).astype(hidden.dtype)
     return jnp.einsum("...e,ev->...v", hidden, w, preferred_element_type=jnp.float32)

@@ -33,7 +33,7 @@ Array = jax.Array
 def _head_logits(hidden: Array, w: Array, transposed: bool, matmul: str) -> Array:
     """hidden [B, C, E] @ w ([E, V], or [V, E] with transposed) -> float32 logits [B, C, V]."""
     if blas_matmul.uses_blas(hidden.dtype, w.dtype, matmul, rows=hidden.shape[0] * hidden.shape[1],
-                             transposed=transposed):
+                             transposed=transposed, weight_elements=w.size):
         return blas_matmul.matmul(hidden, w, transposed=transposed, policy="blas")
     w = w.astype(hidden.dtype)
     return jnp.einsum("bce,ev->bcv", hidden, w.T if transposed else w, preferred_element_type=jnp.float32)
