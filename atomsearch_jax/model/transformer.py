@@ -86,14 +86,20 @@ def lm_head_operand(config: ModelConfig, params: Any) -> tuple[Array, bool]:
     return params["lm_head"]["kernel"], False
 
 
+def head_logits(hidden: Array, w: Array, transposed: bool, matmul: str) -> Array:
+    """hidden [..., E] @ w ([E, V], or the stored [V, E] read transposed) -> float32 logits [..., V], through
+    the dense-product kernel that the `matmul` policy picks (kernels/blas_matmul.py)."""
+    if blas_matmul.uses_blas(hidden.dtype, w.dtype, matmul, rows=math.prod(hidden.shape[:-1]),
+                             transposed=transposed, weight_elements=w.size):
+        return blas_matmul.matmul(hidden, w, transposed=transposed, policy="blas")
+    w = w.astype(hidden.dtype)
+    return jnp.einsum("...e,ev->...v", hidden, w.T if transposed else w, preferred_element_type=jnp.float32)
+
+
 def lm_logits(config: ModelConfig, params: Any, hidden: Array) -> Array:
     """Logits [..., V] (float32) from final hidden states [..., E]."""
     w, transposed = lm_head_operand(config, params)
-    if blas_matmul.uses_blas(hidden.dtype, w.dtype, config.matmul, rows=math.prod(hidden.shape[:-1]),
-                             transposed=transposed, weight_elements=w.size):
-        return blas_matmul.matmul(hidden, w, transposed=transposed, policy="blas")
-    w = lm_head_weight(config, params).astype(hidden.dtype)
-    return jnp.einsum("...e,ev->...v", hidden, w, preferred_element_type=jnp.float32)
+    return head_logits(hidden, w, transposed, config.matmul)
 
 
 def _model(config: ModelConfig, mesh: Mesh | None, rules: LogicalRules) -> Qwen2:

@@ -22,27 +22,18 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from atomsearch_jax.kernels import blas_matmul
 from atomsearch_jax.model import ModelConfig, hidden_states, lm_head_operand
+from atomsearch_jax.model.transformer import head_logits
 from atomsearch_jax.parallel import TRAIN_RULES
 from atomsearch_jax.model.dtypes import cast_floating
 
 Array = jax.Array
 
 
-def _head_logits(hidden: Array, w: Array, transposed: bool, matmul: str) -> Array:
-    """hidden [B, C, E] @ w ([E, V], or [V, E] with transposed) -> float32 logits [B, C, V]."""
-    if blas_matmul.uses_blas(hidden.dtype, w.dtype, matmul, rows=hidden.shape[0] * hidden.shape[1],
-                             transposed=transposed, weight_elements=w.size):
-        return blas_matmul.matmul(hidden, w, transposed=transposed, policy="blas")
-    w = w.astype(hidden.dtype)
-    return jnp.einsum("bce,ev->bcv", hidden, w.T if transposed else w, preferred_element_type=jnp.float32)
-
-
 def _chunk_stats(hidden: Array, w: Array, targets: Array, with_entropy: bool, mesh: Mesh | None,
                  temperature: float, transposed: bool, matmul: str) -> tuple[Array, Array]:
     """hidden [B, C, E], w [E, V] (or [V, E]), targets [B, C] -> (log p(target) [B, C], entropy [B, C] or 0)."""
-    logits = _head_logits(hidden, w, transposed, matmul)
+    logits = head_logits(hidden, w, transposed, matmul)
     if temperature != 1.0:
         logits = logits / jnp.float32(temperature)
     if mesh is not None:
