@@ -27,7 +27,7 @@ from atomsearch_jax import report as job_report
 from atomsearch_jax.agent import RolloutRunner, rollout_metrics, training_batch
 from atomsearch_jax.data import host_shard_options, mixture_pipeline, pipeline_iterator, qa_pipeline, records_dataset
 from atomsearch_jax.data.length_buckets import BucketedBatches, bucket_widths
-from atomsearch_jax.data.sft_examples import first_turn_example, pad_rows, turns_example
+from atomsearch_jax.data.sft_examples import document_rows, first_turn_example, pad_rows, turns_example
 from atomsearch_jax.data.trajectory_files import read_trajectory_file, trajectory_example
 from atomsearch_jax.distributed_flags import initialize_from_flags
 from atomsearch_jax.evaluation import evaluate_datasets
@@ -71,7 +71,10 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
     teacher that plans only the first hop and answers its bridge entity: a mistake the outcome reward
     and the process judge (an answer statement that is not the golden answer) both expose to GRPO.
     config.sft.world_sentence_answer_fraction of them (drawn per example) answer with the last hop's fact
-    as a sentence: right, but the word-F1 / EM outcome rewards score it below the bare entity."""
+    as a sentence: right, but the word-F1 / EM outcome rewards score it below the bare entity.
+    config.sft.world_question_query_fraction of them (drawn per example) search the question itself first
+    and read the first hop's entity from the results (teacher_turns(question_query=True)): the teacher
+    mixes two strategies, the other one copying the entity from the question into its plan."""
     from atomsearch_jax.data.world import TeacherSearchMiss, teacher_turns
     from atomsearch_jax.data.world.counterfactual import EntityRenaming, held_out_starts, rename_record, rename_turns
 
@@ -79,7 +82,9 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
     first_turns = int(config.sft.get("world_first_turn_copies", 0))
     early = float(config.sft.get("world_early_answer_fraction", 0.0))
     sentence = float(config.sft.get("world_sentence_answer_fraction", 0.0))
-    for name, value in (("world_early_answer_fraction", early), ("world_sentence_answer_fraction", sentence)):
+    question = float(config.sft.get("world_question_query_fraction", 0.0))
+    for name, value in (("world_early_answer_fraction", early), ("world_sentence_answer_fraction", sentence),
+                        ("world_question_query_fraction", question)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"config.sft.{name} must be in [0, 1], got {value}")
     # GRPO-only start entities stay unrenamed too: no SFT question is about them.
@@ -91,16 +96,15 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
         try:
             turns = teacher_turns(record, env.retriever, topk=topk)
             first_hop = record.metadata["chain"][:1]
-            variants = {(e, s): teacher_turns(record, env.retriever, topk=topk, chain=first_hop if e else None,
-                                              sentence_answer=s) if e or s else turns
-                        for e in {False, early > 0} for s in {False, sentence > 0}}
+            variants = {(e, s, q): teacher_turns(record, env.retriever, topk=topk, chain=first_hop if e else None,
+                                                 sentence_answer=s, question_query=q) if e or s or q else turns
+                        for e in {False, early > 0} for s in {False, sentence > 0} for q in {False, question > 0}}
         except TeacherSearchMiss:
             continue
 
         def whole(copy: int) -> list:
-            is_early = random.Random(f"{config.seed}:{record.id}:{copy}:early").random() < early
-            is_sentence = random.Random(f"{config.seed}:{record.id}:{copy}:sentence").random() < sentence
-            return variants[(is_early, is_sentence)]
+            draw = lambda what: random.Random(f"{config.seed}:{record.id}:{copy}:{what}").random()  # noqa: E731
+            return variants[(draw("early") < early, draw("sentence") < sentence, draw("question") < question)]
 
         examples[record.id] = turns_example(record.question, whole(-1), env.fmt, env.tokenizer,
                                             max_chars_per_doc=max_chars)
@@ -113,6 +117,23 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
             else:
                 examples[variant.id] = first_turn_example(variant.question, rename_turns(turns, rename), env.fmt,
                                                           env.tokenizer)
+    return examples
+
+
+def _world_corpus_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[str, tuple]:
+    """config.sft.world_corpus_passes shuffled passes over the world's corpus (the documents search serves)
+    as language-modelling rows of config.sft.world_corpus_row_tokens tokens: the name pieces of every
+    entity, held-out ones included, become text the model has read, as a pretrained LLM has read the
+    Wikipedia its search serves. Questions are never in the corpus."""
+    passes, width = int(config.sft.get("world_corpus_passes", 0)), int(config.sft.get("world_corpus_row_tokens", 448))
+    if passes < 0:
+        raise ValueError(f"config.sft.world_corpus_passes must be >= 0, got {passes}")
+    examples = {}
+    for p in range(passes):
+        docs = list(env.world.corpus)
+        random.Random(f"{config.seed}:corpus:{p}").shuffle(docs)
+        for i, row in enumerate(document_rows([d["contents"] for d in docs], env.tokenizer, width)):
+            examples[f"corpus{p}#{i}"] = row
     return examples
 
 
@@ -131,7 +152,8 @@ def sft_examples(config: ml_collections.ConfigDict, env: Environment) -> dict[st
     if config.sft.trajectory_files:
         examples, source = _file_examples(config, env), config.sft.trajectory_files
     elif env.world is not None:
-        examples, source = _world_teacher_examples(config, env), "the world's teacher"
+        examples = _world_teacher_examples(config, env) | _world_corpus_examples(config, env)
+        source = "the world's teacher" + (" and corpus" if config.sft.get("world_corpus_passes", 0) else "")
     else:
         return {}
     fitting = {k: v for k, v in examples.items() if len(v[0]) <= config.model.max_len}

@@ -196,3 +196,72 @@ def test_grpo_only_questions_are_never_in_the_sft_data(tmp_path):
     assert len(batch) == config.rl.prompts_per_step and all(r.question in grpo_questions for r in batch)
     config.data.grpo_only_fraction = 0.0
     assert build_environment(config, str(tmp_path / "all")).rl_records.__len__() == 501
+
+
+def test_question_first_teacher_reads_the_first_entity_from_the_results(default_world, default_world_retriever):
+    from atomsearch_jax.data.world.oracle import OracleJudge
+    from atomsearch_jax.data.world.teacher import QUESTION_PLAN
+    judge = OracleJudge(default_world)
+    for record, turns in _teacher(default_world, default_world_retriever, 20):
+        first = teacher_turns(record, default_world_retriever, topk=3, question_query=True)
+        assert first[0].queries == [record.question]
+        assert first[0].thoughts[0] == ("PLAN", QUESTION_PLAN)
+        # No entity to copy from the question: the plan and the action name none.
+        assert not any(judge.mentions(text) for _, text in first[0].thoughts)
+        hop = record.metadata["chain"][0]
+        assert any(doc["id"] == hop["doc_id"] for doc in first[0].results[0])
+        # From the first observation on, the same trajectory as the entity-first teacher's.
+        assert first[1:] == turns[1:] and first[-1].answer == record.golden_answers[0]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_question_first_trajectories_on_the_configured_share(default_world, default_world_retriever,
+                                                             default_world_tokenizer, fraction):
+    import json
+    examples, by_id = _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
+                                                world_question_query_fraction=fraction)
+    first = total = 0
+    for key, (tokens, mask) in examples.items():
+        record = by_id[key.split("~")[0]]
+        text = default_world_tokenizer.decode(tokens)
+        question = text.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+        searched_question = f'"query": {json.dumps([question])}' in text
+        if "~" not in key:
+            assert question == record.question
+            total += 1
+            first += searched_question
+        assert searched_question == ("search the question itself" in text), key
+    assert _on_share(first, total, fraction), (first, total)
+
+
+def test_document_rows_cut_the_joined_texts_into_trained_rows(default_world_tokenizer):
+    from atomsearch_jax.data.sft_examples import document_rows
+    texts = ["Kapizun is a city in the country Pomikmark.", "The capital of Zovomark is Lunar.", "A third one."]
+    rows = document_rows(texts, default_world_tokenizer, width=7)
+    joined = default_world_tokenizer.encode("".join(t + "\n\n" for t in texts), add_special_tokens=False)
+    assert [int(i) for tokens, _ in rows for i in tokens] == joined
+    assert all(len(tokens) <= 7 and mask.tolist() == [0.0] + [1.0] * (len(tokens) - 1) for tokens, mask in rows)
+    with pytest.raises(ValueError, match="width"):
+        document_rows(texts, default_world_tokenizer, width=1)
+
+
+def test_corpus_rows_name_every_entity_and_hold_no_question(default_world, default_world_retriever,
+                                                            default_world_tokenizer):
+    from configs.default import get_config
+    from atomsearch_jax.experiment import Environment
+    from atomsearch_jax.train import _world_corpus_examples
+    config = get_config()
+    config.sft.world_corpus_passes = 2
+    env = Environment(fmt=get_format("atom_searcher"), tokenizer=default_world_tokenizer,
+                      retriever=default_world_retriever, train_records=[], eval_records=[], heldout_records=[],
+                      world=default_world)
+    examples = _world_corpus_examples(config, env)
+    passes = [[v for k, v in examples.items() if k.startswith(f"corpus{p}#")] for p in range(2)]
+    texts = ["".join(default_world_tokenizer.decode(tokens) for tokens, _ in rows) for rows in passes]
+    assert texts[0] != texts[1]  # two shuffles of the same documents
+    assert sorted(texts[0].split("\n\n")) == sorted(texts[1].split("\n\n"))
+    assert all(name in texts[0] for name in default_world.graph.entities)
+    questions = [r.question for split in default_world.splits.values() for r in split]
+    assert not any(q in texts[0] for q in questions)
+    config.sft.world_corpus_passes = 0
+    assert _world_corpus_examples(config, env) == {}

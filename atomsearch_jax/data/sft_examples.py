@@ -56,6 +56,17 @@ def teacher_sft_example(record: QARecord, fmt: Any, retriever: RetrieverLike, to
                          max_chars_per_doc=max_chars_per_doc)
 
 
+def document_rows(texts: Sequence[str], tokenizer: Any, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Plain texts (e.g. corpus documents) as language-modelling rows: tokenized, joined by blank lines and
+    cut into rows of `width` tokens (the last may be shorter), every token after a row's first trained (no
+    chat template; nothing in the row predicts its first token)."""
+    if width < 2:
+        raise ValueError(f"document rows need width >= 2 tokens, got {width}")
+    ids = [i for text in texts for i in tokenizer.encode(text + "\n\n", add_special_tokens=False)]
+    rows = [np.asarray(ids[start:start + width], np.int32) for start in range(0, len(ids), width)]
+    return [(row, np.concatenate([[0.0], np.ones(len(row) - 1)]).astype(np.float32)) for row in rows if len(row) >= 2]
+
+
 def pad_rows(rows: Sequence[tuple[np.ndarray, np.ndarray]], width: int) -> dict[str, np.ndarray]:
     """A trainer batch {tokens, loss_mask, lengths} from (tokens, loss_mask) rows, right-padded to `width`."""
     b = len(rows)

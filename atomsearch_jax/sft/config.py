@@ -19,4 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Share of whole teacher trajectories whose final answer is a sentence stating the last hop's fact
     # instead of the bare entity (drawn per example, independently of the early answer).
     config.world_sentence_answer_fraction = 0.0
+    # Share of whole teacher trajectories whose first search is the question itself (drawn per example): the
+    # teacher's second strategy, which reads the first hop's entity from the results instead of copying it.
+    config.world_question_query_fraction = 0.0
+    # Shuffled passes over the world's corpus mixed into SFT as language-modelling rows of this many tokens.
+    config.world_corpus_passes = 0
+    config.world_corpus_row_tokens = 448
     return config

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from atomsearch_jax.formats import AgentFormat
 
 Hop = Mapping[str, str]  # {"head", "relation", "tail", "doc_id"}
+QUESTION_PLAN = "To answer, I will search the question itself, then follow the facts one at a time."
 
 
 class RetrieverLike(Protocol):
@@ -63,10 +64,13 @@ def _search(retriever: RetrieverLike, query: str, topk: int) -> list[dict]:
 
 
 def _search_hop(retriever: RetrieverLike, hop: Hop, first_thoughts: list[tuple[str, str]], topk: int,
-                max_attempts: int, record_id: str) -> list[TeacherTurn]:
-    """Turns searching for one hop's document: the first with `first_thoughts`, retries with a reflection."""
+                max_attempts: int, record_id: str, first_query: str | None = None) -> list[TeacherTurn]:
+    """Turns searching for one hop's document: the first with `first_thoughts`, retries with a reflection.
+    first_query: tried before the hop's own queries (one more attempt)."""
     relation = RELATIONS[hop["relation"]]
     queries = [relation.search_query(hop["head"]), f"{hop['head']} {relation.keywords[0]}"]
+    if first_query is not None:
+        queries, max_attempts = [first_query] + queries, max_attempts + 1
     turns = []
     thoughts = list(first_thoughts)
     for attempt in range(max_attempts):
@@ -82,19 +86,27 @@ def _search_hop(retriever: RetrieverLike, hop: Hop, first_thoughts: list[tuple[s
 
 
 def teacher_turns(record: QARecord, retriever: RetrieverLike, *, topk: int = 3, max_attempts: int = 2,
-                  chain: Sequence[Hop] | None = None, sentence_answer: bool = False) -> list[TeacherTurn]:
+                  chain: Sequence[Hop] | None = None, sentence_answer: bool = False,
+                  question_query: bool = False) -> list[TeacherTurn]:
     """The teacher's turns for `record`, following `chain` (default: the record's true hop chain;
     a corrupted chain gives a corrupted but equally fluent trajectory). sentence_answer: the final answer
     is the last hop's fact as a sentence ("The capital of Zovomark is Lunar.") instead of the bare entity,
-    as LLM-written trajectories often answer: right, but word-F1 0.25-0.4 and EM 0."""
+    as LLM-written trajectories often answer: right, but word-F1 0.25-0.4 and EM 0. question_query: the
+    first search is the question itself, after a plan that names no entity (the other strategy agents
+    write: the first hop's entity is then read from the results instead of copied from the question; if
+    the results miss it, the teacher reflects and searches the hop's own query)."""
     chain = list(chain if chain is not None else record.metadata["chain"])
     if not chain:
         raise ValueError(f"{record.id}: empty hop chain")
     turns: list[TeacherTurn] = []
     first = RELATIONS[chain[0]["relation"]].noun_phrase(chain[0]["head"])
-    thoughts = [("PLAN", _plan(chain, _path_types(chain))), ("ACTION", f"Search for {first}.")]
+    if question_query:
+        thoughts = [("PLAN", QUESTION_PLAN), ("ACTION", "Search for the question.")]
+    else:
+        thoughts = [("PLAN", _plan(chain, _path_types(chain))), ("ACTION", f"Search for {first}.")]
     for i, hop in enumerate(chain):
-        turns.extend(_search_hop(retriever, hop, thoughts, topk, max_attempts, record.id))
+        turns.extend(_search_hop(retriever, hop, thoughts, topk, max_attempts, record.id,
+                                 first_query=record.question if question_query and i == 0 else None))
         observation = ("OBSERVATION", RELATIONS[hop["relation"]].fact_sentence(hop["head"], hop["tail"]))
         if i + 1 < len(chain):
             need = RELATIONS[chain[i + 1]["relation"]].noun_phrase(hop["tail"])
