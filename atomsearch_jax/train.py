@@ -76,7 +76,8 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
     and read the first hop's entity from the results (teacher_turns(question_query=True)): the teacher
     mixes two strategies, the other one copying the entity from the question into its plan."""
     from atomsearch_jax.data.world import TeacherSearchMiss, teacher_turns
-    from atomsearch_jax.data.world.counterfactual import EntityRenaming, held_out_starts, rename_record, rename_turns
+    from atomsearch_jax.data.world.counterfactual import (EntityRenaming, held_out_starts, rename_record, rename_turns,
+                                                          trajectory_texts)
 
     copies = int(config.sft.get("world_counterfactual_copies", 0))
     first_turns = int(config.sft.get("world_first_turn_copies", 0))
@@ -89,7 +90,8 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
             raise ValueError(f"config.sft.{name} must be in [0, 1], got {value}")
     # GRPO-only start entities stay unrenamed too: no SFT question is about them.
     keep = held_out_starts(env.world) | {r.metadata["start"] for r in env.grpo_records or []}
-    renaming = EntityRenaming(env.world.graph, keep=keep) if copies + first_turns else None
+    renaming = (EntityRenaming(env.world.graph, keep=keep, words=bool(config.sft.get("world_counterfactual_words", False)))
+                if copies + first_turns else None)
     topk, max_chars = config.search.topk, config.search.max_chars_per_doc
     examples = {}
     for record in env.train_records:
@@ -109,13 +111,15 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
         examples[record.id] = turns_example(record.question, whole(-1), env.fmt, env.tokenizer,
                                             max_chars_per_doc=max_chars)
         for copy in range(copies + first_turns):
-            rename = renaming.sample(random.Random(f"{config.seed}:{record.id}:{copy}"))
+            source = whole(copy) if copy < copies else turns
+            rename = renaming.sample(random.Random(f"{config.seed}:{record.id}:{copy}"),
+                                     renaming.mentions(trajectory_texts(record, source)))
             variant = rename_record(record, rename, f"cf{copy}")
             if copy < copies:
-                examples[variant.id] = turns_example(variant.question, rename_turns(whole(copy), rename), env.fmt,
+                examples[variant.id] = turns_example(variant.question, rename_turns(source, rename), env.fmt,
                                                      env.tokenizer, max_chars_per_doc=max_chars)
             else:
-                examples[variant.id] = first_turn_example(variant.question, rename_turns(turns, rename), env.fmt,
+                examples[variant.id] = first_turn_example(variant.question, rename_turns(source, rename), env.fmt,
                                                           env.tokenizer)
     return examples
 

@@ -1,4 +1,5 @@
 """Counterfactual teacher trajectories: entity names permuted within each type, consistently everywhere."""
+import collections
 import random
 
 import pytest
@@ -265,3 +266,41 @@ def test_corpus_rows_name_every_entity_and_hold_no_question(default_world, defau
     assert not any(q in texts[0] for q in questions)
     config.sft.world_corpus_passes = 0
     assert _world_corpus_examples(config, env) == {}
+
+
+def test_word_level_copies_combine_known_words_into_new_names_and_never_a_kept_one(default_world,
+                                                                                  default_world_retriever, held_out):
+    from atomsearch_jax.data.world.counterfactual import trajectory_texts
+    graph = default_world.graph
+    renaming = EntityRenaming(graph, keep=held_out, words=True)
+    words_at = collections.defaultdict(set)  # (type, words, position) -> the words any entity has there
+    for name, entity in graph.entities.items():
+        for i, word in enumerate(name.split()):
+            words_at[(entity.type, len(name.split()), i)].add(word)
+    fmt = get_format("atom_searcher")
+    new_names = raw_collisions = 0
+    many = sorted(graph.entities)[::7]  # a wide sample of names for the redraw check below
+    for i, (record, turns) in enumerate(_teacher(default_world, default_world_retriever, 40)):
+        names = renaming.mentions(trajectory_texts(record, turns))
+        assert record.metadata["start"] in names
+        rename = renaming.sample(random.Random(i), names)
+        copy, copy_turns = rename_record(record, rename, "cf"), rename_turns(turns, rename)
+        assert render_trajectory(copy_turns, fmt) == rename(render_trajectory(turns, fmt))
+        images = {n: rename(n) for n in names}
+        assert len(set(images.values())) == len(images)
+        for name, image in images.items():
+            kind = (graph.entities[name].type, len(name.split()))
+            assert len(image.split()) == kind[1]
+            assert all(word in words_at[(*kind, j)] for j, word in enumerate(image.split()))
+            assert image == name if name in held_out else image not in held_out
+            new_names += kind[1] > 1 and image not in graph.entities
+        for hop, new in zip(record.metadata["chain"], copy.metadata["chain"]):
+            fact = RELATIONS[new["relation"]].fact_sentence(new["head"], new["tail"])
+            assert any(fact in doc["contents"] for turn in copy_turns if turn.results
+                       for docs in turn.results for doc in docs)
+        mapping = renaming._mapping(random.Random(i))
+        raw_collisions += any(mapping[n] in held_out for n in many if n not in held_out)
+        rename = renaming.sample(random.Random(i), many)
+        assert not any(rename(n) in held_out for n in many if n not in held_out)
+    assert new_names >= 40  # most renamed people, films, books and companies are names no entity has
+    assert raw_collisions >= 5  # a single draw does hit kept names: sample's redraw is what avoids them

@@ -12,6 +12,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.warmup_steps = 10
     # Synthetic world only: entity-renamed copies of each teacher trajectory (data/world/counterfactual.py),
     config.world_counterfactual_copies = 0
+    # ... with the words of multi-word names permuted per type and position instead of whole names, so a
+    # renamed name is a new combination of known words (data/world/counterfactual.py, EntityRenaming(words=)).
+    config.world_counterfactual_words = False
     config.world_first_turn_copies = 0    # ... and renamed first turns only (prompt to the first search call)
     # Share of whole teacher trajectories from a weak teacher that stops after the first hop and answers its
     # bridge entity (drawn per example; see train._world_teacher_examples).

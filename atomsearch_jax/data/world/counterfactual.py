@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from typing import Callable, Collection, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 from atomsearch_jax.data.records import QARecord
 from atomsearch_jax.data.world.graph import KnowledgeGraph
@@ -32,26 +32,81 @@ class EntityRenaming:
     """Random same-type permutations of a world's entity names, applied to whole words of any text.
 
     Names in `keep` map to themselves and are never a replacement. Longer names are matched first (a
-    university named after its city is renamed as the university)."""
+    university named after its city is renamed as the university).
 
-    def __init__(self, graph: KnowledgeGraph, keep: Collection[str] = ()):
-        self._fixed = {name: name for name in graph.entities if name in keep}
+    words=True permutes the words of multi-word names instead, per entity type and word position (first
+    names among first names, last names among last names, title nouns among title nouns, ...), over the
+    words of every entity, kept ones included: a renamed person is then a new combination of known words
+    ("Sidul Kumes"), so the second word of a name can only be predicted by copying it, not recalled as
+    the completion of the first. Single-word names (cities, countries) are permuted whole among the
+    unkept names as before. A kept full name is still never produced: `sample` with the names a text
+    mentions draws again until none of them maps onto a kept name or onto another's replacement.
+    """
+
+    MAX_DRAWS = 1000
+
+    def __init__(self, graph: KnowledgeGraph, keep: Collection[str] = (), *, words: bool = False):
+        self._keep = frozenset(name for name in graph.entities if name in keep)
+        self._words = words
         by_type: dict[str, list[str]] = {}
         for name, entity in sorted(graph.entities.items()):
-            if name not in keep:
+            if name not in self._keep:
                 by_type.setdefault(entity.type, []).append(name)
         self._by_type = by_type
+        self._word_pools: dict[tuple[str, int, int], list[str]] = {}
+        if words:
+            for name, entity in sorted(graph.entities.items()):
+                parts = name.split()
+                for i, word in enumerate(parts):
+                    pool = self._word_pools.setdefault((entity.type, len(parts), i), [])
+                    if len(parts) > 1 and word not in pool:
+                        pool.append(word)
+        self._types = {name: (entity.type, len(name.split())) for name, entity in graph.entities.items()}
         names = sorted(graph.entities, key=len, reverse=True)
         self._pattern = re.compile(r"(?<!\w)(" + "|".join(re.escape(n) for n in names) + r")(?!\w)")
 
-    def sample(self, rng: random.Random) -> Renamer:
-        """One random permutation (per entity type) as a text-renaming function."""
-        mapping = dict(self._fixed)
-        for names in self._by_type.values():
-            targets = names[:]
+    def mentions(self, texts: Iterable[str]) -> set[str]:
+        """The entity names the texts mention (whole names, longest first)."""
+        return {m.group(1) for text in texts for m in self._pattern.finditer(text)}
+
+    def _mapping(self, rng: random.Random) -> dict[str, str]:
+        mapping = {name: name for name in self._keep}
+        word_maps = {}
+        for key, pool in self._word_pools.items():
+            targets = pool[:]
             rng.shuffle(targets)
-            mapping.update(zip(names, targets))
-        return lambda text: self._pattern.sub(lambda m: mapping[m.group(1)], text)
+            word_maps[key] = dict(zip(pool, targets))
+        for entity_type, names in self._by_type.items():
+            whole = [n for n in names if not (self._words and self._types[n][1] > 1)]
+            targets = whole[:]
+            rng.shuffle(targets)
+            mapping.update(zip(whole, targets))
+            for name in names:
+                parts = name.split()
+                if self._words and len(parts) > 1:
+                    mapping[name] = " ".join(word_maps[(entity_type, len(parts), i)][w] for i, w in enumerate(parts))
+        return mapping
+
+    def sample(self, rng: random.Random, names: Collection[str] = ()) -> Renamer:
+        """One random renaming as a text-renaming function. `names`: the entities the renamed text mentions;
+        the renaming is drawn again until it maps them one-to-one and none of the unkept ones onto a kept
+        name (always so for whole-name permutations)."""
+        for _ in range(self.MAX_DRAWS):
+            mapping = self._mapping(rng)
+            images = [mapping[n] for n in names]
+            if len(set(images)) == len(images) and not any(
+                    mapping[n] in self._keep for n in names if n not in self._keep):
+                return lambda text: self._pattern.sub(lambda m: mapping[m.group(1)], text)
+        raise RuntimeError(f"no renaming of {sorted(names)} avoids the kept names in {self.MAX_DRAWS} draws")
+
+
+def trajectory_texts(record: QARecord, turns: Sequence[TeacherTurn]) -> list[str]:
+    """Every string of a record and its teacher turns that renaming rewrites (see rename_record, rename_turns)."""
+    texts = [record.question, *record.golden_answers]
+    for turn in turns:
+        texts += [text for _, text in turn.thoughts] + list(turn.queries or []) + ([turn.answer] if turn.answer else [])
+        texts += [v for docs in turn.results or [] for doc in docs for k, v in doc.items() if isinstance(v, str) and k != "id"]
+    return texts
 
 
 def rename_turns(turns: Sequence[TeacherTurn], rename: Renamer) -> list[TeacherTurn]:
