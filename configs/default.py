@@ -90,6 +90,13 @@ def get_config() -> ml_collections.ConfigDict:
     # Two copies of every teacher trajectory with the world's names permuted (data/world/counterfactual.py):
     # their facts contradict the world, so only reading the question and the search results predicts them.
     c.sft.world_counterfactual_copies = 2
+    # ... renamed word by word (first names among first names, title nouns among title nouns, ...), so a renamed
+    # name is a new combination of known words. Renamed whole, every name in the SFT data is one the policy can
+    # complete from memory once it has copied the first word; on a question about an entity SFT never saw, it
+    # then copied the first word and recalled another name's second ("Distant Mirror" for Distant Storm):
+    # held-out F1 after SFT 0.148 / 0.136 whole, 0.593 / 0.623 word by word (seeds 0 / 1; BENCHMARKS.md,
+    # "Counterfactual copies renamed word by word").
+    c.sft.world_counterfactual_words = True
     # SFT data: trajectory files (comma-separated jsonl/parquet of chat messages, e.g. from
     # `python -m atomsearch_jax.make_sft_data`), else the synthetic world's built-in teacher.
     c.sft.trajectory_files = ""
