@@ -57,9 +57,9 @@ class EntityRenaming:
         if words:
             for name, entity in sorted(graph.entities.items()):
                 parts = name.split()
-                for i, word in enumerate(parts):
+                for i, word in enumerate(parts if len(parts) > 1 else ()):
                     pool = self._word_pools.setdefault((entity.type, len(parts), i), [])
-                    if len(parts) > 1 and word not in pool:
+                    if word not in pool:
                         pool.append(word)
         self._types = {name: (entity.type, len(name.split())) for name, entity in graph.entities.items()}
         names = sorted(graph.entities, key=len, reverse=True)
