@@ -128,7 +128,7 @@ def _update_program(config: Any, model_config: Any, mesh: Any, rows: int) -> tup
     rl = config.rl
     train_config = model_config.replace(remat=bool(rl.train_step.remat), scan_layers=bool(config.model.scan_layers))
     params = param_shapes(train_config)
-    optimizer, schedule = make_optimizer(rl.optimizer)
+    optimizer, schedule = make_optimizer(rl.optimizer, params)
     shardings = state_shardings(params, optimizer, mesh)
     state = abstract_state(params, optimizer, mesh)
     settings = GRPOSettings.from_config(rl)

@@ -129,3 +129,43 @@ def test_micro_batches_round_up_to_one_row_per_device():
     assert batch_layout(64, 0, 2, make_mesh(data=1, fsdp=2, tensor=4)) == BatchLayout(1, 32, 2)
     with pytest.raises(ValueError, match="micro_batch_size=2 .*does not divide the mini-batch size 12"):
         batch_layout(12, 0, 2, mesh)
+
+
+def test_frozen_parameters_stay_and_the_rest_trains_as_adamw_alone():
+    """optimizer.frozen: matched parameters stay bitwise (no decay either); the others move exactly as optax's
+    AdamW + global-norm clip over the trained parameters alone (the frozen gradients do not enter the norm)."""
+    rng = np.random.default_rng(0)
+    params = {"embed": {"embedding": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)},
+              "layers_0": {"kernel": jnp.asarray(rng.normal(size=(3, 3)), jnp.float32),
+                           "bias": jnp.asarray(rng.normal(size=3), jnp.float32)}}
+    grads = [jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 3, jnp.float32), params)
+             for _ in range(3)]
+    cfg = ml_collections.ConfigDict(dict(training_config.optimizer_config(), learning_rate=0.1, weight_decay=0.5,
+                                         max_grad_norm=1.0, frozen="^embed/"))
+    opt, _ = make_optimizer(cfg, params)
+    trained = {"layers_0": params["layers_0"]}
+    ref = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.1, weight_decay=0.5, mask=decay_mask))
+    state, ref_state, p, q = opt.init(params), ref.init(trained), params, trained
+    for g in grads:
+        updates, state = opt.update(g, state, p)
+        p = optax.apply_updates(p, updates)
+        ref_updates, ref_state = ref.update({"layers_0": g["layers_0"]}, ref_state, q)
+        q = optax.apply_updates(q, ref_updates)
+    np.testing.assert_array_equal(p["embed"]["embedding"], params["embed"]["embedding"])
+    jax.tree_util.tree_map(functools.partial(np.testing.assert_allclose, rtol=1e-6), p["layers_0"], q["layers_0"])
+    assert not np.allclose(p["layers_0"]["kernel"], params["layers_0"]["kernel"])
+
+
+@pytest.mark.parametrize("spec,message", [("^lm_head/", "matches no parameter"), ("(", "not a regular expression"),
+                                          (".", "freezes every parameter")])
+def test_frozen_patterns_that_cannot_be_meant_are_refused(spec, message):
+    params = {"embed": {"embedding": jnp.ones((5, 3))}, "layers_0": {"kernel": jnp.ones((3, 3))}}
+    cfg = ml_collections.ConfigDict(dict(training_config.optimizer_config(), frozen=spec))
+    with pytest.raises(ValueError, match=message):
+        make_optimizer(cfg, params)
+
+
+def test_frozen_parameters_need_the_params():
+    cfg = ml_collections.ConfigDict(dict(training_config.optimizer_config(), frozen="^embed/"))
+    with pytest.raises(ValueError, match="needs the params"):
+        make_optimizer(cfg)

@@ -17,6 +17,7 @@ def optimizer_config() -> ml_collections.ConfigDict:
         eps=1e-8,
         weight_decay=0.01,       # decoupled; applied to matrices only (not norms/biases)
         max_grad_norm=1.0,       # global-norm clip; 0 disables
+        frozen="",               # comma-separated regexes of parameter paths left untrained, e.g. "embed/"
     ))
 
 

@@ -33,7 +33,7 @@ class Trainer:
         self.mesh = mesh if mesh is not None else make_mesh()
         check_heads_divisible(model_config.num_heads, model_config.num_kv_heads, self.mesh)
         self.model_config = model_config.replace(remat=bool(config.train_step.remat))
-        self.optimizer, self.schedule = make_optimizer(config.optimizer)
+        self.optimizer, self.schedule = make_optimizer(config.optimizer, params)
         self.shardings = state_shardings(params, self.optimizer, self.mesh)
         self.state: TrainState = init_sharded_state(params, self.optimizer, self.mesh, int(config.seed))
         cfg = self.model_config
