@@ -34,6 +34,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 def main(checkpoints: str, step: int, batches: int, overrides: list[str]) -> None:
     import jax
     import optax
+    from tune_grpo import restored_job
     from tune_sft import default_config
 
     from atomsearch_jax import train
@@ -42,20 +43,12 @@ def main(checkpoints: str, step: int, batches: int, overrides: list[str]) -> Non
     from atomsearch_jax.rl import GRPOTrainer
     from atomsearch_jax.rl.advantages import informative_rows
     from atomsearch_jax.rl.update import grpo_update
-    from atomsearch_jax.sft import SFTTrainer
     from atomsearch_jax.training.batching import shard_batch
     from atomsearch_jax.training.train_state import create_train_state
 
     config = default_config(overrides)
     config.workdir = tempfile.mkdtemp(prefix="grpo_snr_")
-    config.sft.checkpoint.directory = checkpoints
-    env, mesh, model_config, params, writer, engine, runner = train.build_job(config, config.workdir)
-    sft = SFTTrainer(model_config, params, config.sft, mesh=mesh)
-    if sft.restore(step) is None:
-        sys.exit(f"no SFT checkpoint at step {step} in {checkpoints}")
-    params = sft.params
-    sft.close()
-    engine.set_params(params)
+    env, mesh, model_config, params, writer, engine, runner = restored_job(config, checkpoints, step)
     cfg = config.rl
     trainer = GRPOTrainer(model_config, params, cfg, mesh=mesh)
     manager = train.make_reward_manager(cfg, env)

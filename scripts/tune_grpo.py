@@ -27,25 +27,34 @@ def _print(stage: str, result: dict, extra: str = "") -> None:
           f"fmt {result['format_ok']:.3f}{extra}", flush=True)
 
 
+def restored_job(config, checkpoints: str, step: int):
+    """The default job's parts (`train.build_job` in config.workdir) with the policy of the SFT checkpoint
+    CHECKPOINTS/<step> in place of the fresh params, also in the sampling engine."""
+    from atomsearch_jax import train
+    from atomsearch_jax.sft import SFTTrainer
+
+    config.sft.checkpoint.directory = checkpoints
+    job = train.build_job(config, config.workdir)
+    trainer = SFTTrainer(job.model_config, job.params, config.sft, mesh=job.mesh)
+    if trainer.restore(step) is None:
+        sys.exit(f"no SFT checkpoint at step {step} in {checkpoints}")
+    params = trainer.params
+    trainer.close()
+    job.engine.set_params(params)
+    return job._replace(params=params)
+
+
 def main(checkpoints: str, step: int, workdir: str, overrides: list[str]) -> None:
     from tune_sft import default_config
 
     from atomsearch_jax import report, train
-    from atomsearch_jax.sft import SFTTrainer
 
     started = time.time()
     config = default_config(overrides)
     config.workdir = workdir
     config.eval.initial = False
     os.makedirs(workdir, exist_ok=True)
-    config.sft.checkpoint.directory = checkpoints
-    env, mesh, model_config, params, writer, engine, runner = train.build_job(config, workdir)
-    trainer = SFTTrainer(model_config, params, config.sft, mesh=mesh)
-    if trainer.restore(step) is None:
-        sys.exit(f"no SFT checkpoint at step {step} in {checkpoints}")
-    params = trainer.params
-    trainer.close()
-    engine.set_params(params)
+    env, mesh, model_config, params, writer, engine, runner = restored_job(config, checkpoints, step)
     clock = report.PhaseClock()
     _print("sft", train.run_eval(runner, env.eval_records, config, writer, 0, "validation after SFT", clock))
     train.run_grpo(config, env, model_config, params, mesh, writer, runner, clock)
