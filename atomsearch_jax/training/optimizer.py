@@ -1,5 +1,5 @@
 """optax AdamW with linear warmup, optional cosine decay and global-norm clipping; optionally frozen
-parameters (no update, no moments)."""
+parameters (zero update, no decay)."""
 from __future__ import annotations
 
 import re
