@@ -116,6 +116,16 @@ def test_memory_bomb_is_reported():
 
 
 @needs_sandbox
+def test_memory_bomb_beside_a_full_tmpfs_still_raises_memory_error():
+    # The tmpfs file is charged to the memory cgroup but not to RLIMIT_AS: the cgroup must leave room for it,
+    # or the bomb is OOM-killed (or thrashes into the CPU limit) instead of seeing MemoryError.
+    code = ("open('scratch.bin', 'wb').write(b'x' * (40 << 20))\nchunks = []\n"
+            "while True:\n    chunks.append(bytearray(32 << 20))\n")
+    result = run(code, disk_bytes=48 << 20, timeout_s=10)
+    assert result.error is not None and result.error.endswith("MemoryError"), result
+
+
+@needs_sandbox
 @pytest.mark.skipif(not any(c == "memory" for c, _ in ISO.cgroup_dirs), reason="no writable memory cgroup")
 def test_memory_bomb_spread_over_processes_hits_the_cgroup():
     # Each process stays under RLIMIT_AS (256 MiB), together they exceed the execution's memory cgroup.

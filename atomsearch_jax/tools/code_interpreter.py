@@ -58,9 +58,11 @@ class SandboxUnavailable(RuntimeError):
 class Limits:
     """Per-execution limits. timeout_s: wall clock (host-enforced); cpu_s: CPU seconds of the user process
     (RLIMIT_CPU); memory_bytes: address space per process (RLIMIT_AS) and, with a memory cgroup, resident
-    memory of the whole execution; max_processes: processes and threads (RLIMIT_NPROC under the private uid,
-    cgroup pids.max); disk_bytes: size of the private tmpfs and of any written file; max_output_bytes:
-    kept per stream (head + tail); kill_output_bytes: total output past which the run is killed."""
+    memory of the whole execution (that cgroup also holds the private tmpfs and page cache, so its limit is
+    memory_bytes + disk_bytes + CGROUP_PAGE_CACHE_BYTES); max_processes: processes and threads (RLIMIT_NPROC
+    under the private uid, cgroup pids.max); disk_bytes: size of the private tmpfs and of any written file;
+    max_output_bytes: kept per stream (head + tail); kill_output_bytes: total output past which the run is
+    killed."""
 
     timeout_s: float = 10.0
     cpu_s: int = 10
@@ -107,6 +109,17 @@ def _next_uid() -> int:
     return lo + ((os.getpid() % 100_000) * 4096 + n % 4096) % (hi - lo)
 
 
+# The cgroup charges the interpreter's file pages and the private tmpfs too. Without room for them, one
+# process nearing its RLIMIT_AS fills the cgroup first; the kernel then evicts the interpreter's own code
+# pages and re-reads them until RLIMIT_CPU fires, instead of Python raising MemoryError.
+CGROUP_PAGE_CACHE_BYTES = 32 << 20
+
+
+def _cgroup_memory_bytes(limits: "Limits") -> int:
+    """The execution cgroup's memory limit: every process's resident memory, the tmpfs and page cache."""
+    return limits.memory_bytes + limits.disk_bytes + CGROUP_PAGE_CACHE_BYTES
+
+
 class _Cgroups:
     """One execution's cgroups (a child of each writable controller group), removed by `close`."""
 
@@ -126,7 +139,7 @@ class _Cgroups:
             elif controller == "memory":
                 self.memory_path = path
                 v1 = os.path.exists(os.path.join(path, "memory.limit_in_bytes"))
-                _write(path, "memory.limit_in_bytes" if v1 else "memory.max", str(limits.memory_bytes))
+                _write(path, "memory.limit_in_bytes" if v1 else "memory.max", str(_cgroup_memory_bytes(limits)))
                 if not v1:
                     _write(path, "memory.swap.max", "0", missing_ok=True)
 
