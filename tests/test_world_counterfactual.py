@@ -146,7 +146,7 @@ def test_sentence_answers_on_the_configured_share_score_below_the_entity(default
                                                                          default_world_tokenizer, fraction):
     from atomsearch_jax.rewards.metrics import exact_match, f1_score
     examples, by_id = _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
-                                                world_sentence_answer_fraction=fraction)
+                                                world_sentence_answer_fraction=fraction, world_early_answer_fraction=0.0)
     sentences = total = 0
     for record, final in _final_answers(examples, by_id, default_world_tokenizer):
         last = record.metadata["chain"][-1]
@@ -220,7 +220,7 @@ def test_question_first_trajectories_on_the_configured_share(default_world, defa
                                                              default_world_tokenizer, fraction):
     import json
     examples, by_id = _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
-                                                world_question_query_fraction=fraction)
+                                                world_question_query_fraction=fraction, world_early_answer_fraction=0.0)
     first = total = 0
     for key, (tokens, mask) in examples.items():
         record = by_id[key.split("~")[0]]
