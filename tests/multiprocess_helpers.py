@@ -17,6 +17,7 @@ TINY_TRAIN_FLAGS = (
     "--config.sft.steps=3", "--config.sft.batch_size=8", "--config.sft.length_buckets=1",
     "--config.rl.prompts_per_step=2", "--config.rl.group_size=4", "--config.rl.loss.entropy_coef=0.01",
     "--config.rl.rollout.max_response_tokens=48", "--config.rl.rollout.segment_steps=24", "--config.eval.every=0",
+    "--config.sft.optimizer.warmup_steps=0",
 )
 
 
