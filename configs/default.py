@@ -99,9 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.sft.world_counterfactual_words = True
     # A teacher that stops early in 60% of its trajectories: it plans only the first hop and answers the bridge
     # entity (wrong by construction), as distilled agent data that under-searches does. The SFT policy then
-    # answers after one search when greedy, while sampled rollouts go on to the next hop ~40% of the time: a
-    # decision every GRPO group samples both ways, at the same point of every question, with the reward
-    # telling them apart. With a faithful teacher GRPO had nothing of that kind to learn: its batch gradients
+    # answers after one search when greedy, while 7-21 of the 64 rollouts of GRPO's first update search on
+    # (seeds 0-2): a decision that groups sample both ways, at the same point of every question, with the
+    # reward telling them apart. With a faithful teacher GRPO had nothing of that kind to learn: its batch gradients
     # of 64 rollouts were uncorrelated (pair cosine 0.0003 +- 0.048; scripts/grpo_gradient_snr.py) and held-out
     # F1 moved +0.000 +- 0.017 over three seeds. Validation F1 (n = 101) 0.000 after SFT, 0.213 after 10 GRPO
     # updates; the sentence-answer teacher at 0.6 instead: 0.238 -> 0.234 (BENCHMARKS.md, "A teacher that
