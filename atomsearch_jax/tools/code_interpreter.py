@@ -115,7 +115,7 @@ def _next_uid() -> int:
 CGROUP_PAGE_CACHE_BYTES = 32 << 20
 
 
-def _cgroup_memory_bytes(limits: "Limits") -> int:
+def _cgroup_memory_bytes(limits: Limits) -> int:
     """The execution cgroup's memory limit: every process's resident memory, the tmpfs and page cache."""
     return limits.memory_bytes + limits.disk_bytes + CGROUP_PAGE_CACHE_BYTES
 
