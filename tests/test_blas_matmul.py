@@ -31,6 +31,17 @@ def test_product_matches_float64_numpy(x_shape, n, transposed):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 7, 8, 9, 15, 16, 17])
+def test_few_rows_against_a_transposed_weight_match_float64_numpy(rows):
+    """The handler's own loop for <= 16 rows x w^T (the decode-time LM head): every row-group size, a K
+    with a tail past its 16-float steps, a weight big enough to be split over threads, and a few columns."""
+    for k, n in ((53, 40_000), (37, 3), (896, 70)):
+        x, w = _operands((rows, k), n, True, seed=rows)
+        want = x.astype(np.float64) @ w.T.astype(np.float64)
+        got = jax.jit(lambda x, w: blas_matmul.matmul(x, w, transposed=True, policy="blas"))(x, w)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4, err_msg=f"rows={rows} k={k} n={n}")
+
+
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("x_shape,n", SHAPES[:3])
 def test_gradients_match_the_numpy_derivation(x_shape, n, transposed):
@@ -98,12 +109,15 @@ def test_model_through_openblas_equals_xla_dot(tied):
 
 def test_auto_leaves_few_row_products_to_xla(monkeypatch):
     """One row is a matrix-vector product (XLA's dot runs it at bandwidth); a transposed (tied-head)
-    operand needs more rows: the measured thresholds in MIN_ROWS."""
+    operand takes the handler from 2 rows where its few-row loop runs, else from 8: MIN_ROWS."""
     monkeypatch.setattr(jax, "device_count", lambda: 1)
     f32 = jnp.float32
     assert not blas_matmul.uses_blas(f32, f32, "auto", rows=2)
     assert blas_matmul.uses_blas(f32, f32, "auto", rows=4)
-    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=4, transposed=True)
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=1, transposed=True)
+    skinny = blas_matmul._has_skinny_loop()
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=2, transposed=True) == skinny
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=4, transposed=True) == skinny
     assert blas_matmul.uses_blas(f32, f32, "auto", rows=8, transposed=True)
     assert blas_matmul.uses_blas(f32, f32, "blas", rows=1, transposed=True)
     # Small weights (the default job's model) stay on XLA's dot: sgemm slowed its whole SFT step.

@@ -3,7 +3,9 @@
 On this project's CPU machines XLA's dot runs the model's products below an optimised BLAS on the same
 cores: batch-8 decode products (8 rows x a weight) and the training products ([B*T, E] x [E, F]) alike.
 `matmul` hands them to the OpenBLAS of the scipy-openblas32 wheel, forward and backward (a custom VJP
-whose two products are the same call with transposed operands).
+whose two products are the same call with transposed operands). Products of at most 8 rows against a
+weight read transposed (the tied LM head while decoding) run in the handler's own loop on x86 CPUs with
+AVX2 and FMA: sgemm's packing of the weight costs as much as such a product.
 
 Policy (ModelConfig.matmul): "xla" always XLA's dot; "blas" always the handler (raises when it cannot be
 used); "auto" the handler for float32 operands in a single-device XLA:CPU process (XLA cannot partition a
@@ -17,6 +19,7 @@ import ctypes
 import functools
 import logging
 import math
+import platform
 from pathlib import Path
 
 import jax
@@ -29,12 +32,26 @@ Array = jax.Array
 POLICIES = ("auto", "xla", "blas")
 _SOURCE = Path(__file__).with_name("blas_matmul.cc")
 _TARGET = "atomsearch_sgemm"
-# Fewest rows for which "auto" takes sgemm, by whether w is read transposed; from `scripts/bench_matmul.py`
-# (Qwen2.5-0.5B products, BENCHMARKS.md "Dense products"). One row is a matrix-vector product, which XLA's
-# dot runs near memory bandwidth (sgemm 0.5-1.1x of it); at 2 rows the two are even (0.7-1.0x); from 4
-# rows sgemm runs the MLP products 1.8-2.3x faster. The tied head read transposed ([V, E]) gains only from
-# 8 rows (4: 0.87x, 8: 1.34x).
-MIN_ROWS = {False: 4, True: 8}
+def _has_skinny_loop() -> bool:
+    """Whether the handler runs <= 8-row products against a transposed weight in its own loop (x86 with
+    AVX2 and FMA, as blas_matmul.cc checks at run time) instead of sgemm."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        flags = next((line.split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+# Fewest rows for which "auto" takes the handler, by whether w is read transposed; from
+# `scripts/bench_matmul.py` (Qwen2.5-0.5B products, BENCHMARKS.md "Dense products"). One row is a
+# matrix-vector product, which XLA's dot runs near memory bandwidth (sgemm 0.5-1.1x of it); at 2 rows the
+# two are even (0.7-1.0x); from 4 rows sgemm runs the MLP products 1.8-2.3x faster. The tied head read
+# transposed ([V, E]) takes the handler's few-row loop from 2 rows (2-8 rows: 1.7-2.2x XLA's dot); where
+# that loop is not built, sgemm gains only from 8 rows (4: 0.87x, 8: 1.34x).
+MIN_ROWS = {False: 4, True: 2 if _has_skinny_loop() else 8}
 # Fewest weight elements (K x N) for which "auto" takes sgemm. Inside a whole training step of the default
 # job's model (hidden 128: weights of 16k-262k elements) sgemm made SFT steps 1.3-1.5x slower although each
 # product alone ran faster (OpenBLAS's threads spinning between calls while XLA's run attention, and the
