@@ -1,4 +1,5 @@
-"""The model's float32 dense products: OpenBLAS sgemm through the FFI handler vs XLA:CPU's dot.
+"""The model's float32 dense products: the FFI handler (OpenBLAS sgemm; its own loop for <= 8 rows against a
+transposed weight on AVX2 CPUs) vs XLA:CPU's dot.
 
     python scripts/bench_matmul.py [--rows 1,2,4,8,256,4096 --repeats 7]
 
@@ -7,7 +8,7 @@ embedding): q/o [896, 896], fused gate/up [896, 9728], down [4864, 896], head [1
 every row count (rows = batch x new tokens: 1-8 in decoding, B x T in prefill and training). Both sides
 are jitted `kernels.blas_matmul.matmul` calls (policy "blas" vs "xla") on the same operands; results must
 agree (rtol 1e-4) before timing. Timing: bench_util.alternate (warm-up both sides, --repeats rounds
-alternating), medians; the ratio (XLA time / sgemm time) is what `ModelConfig.matmul="auto"`'s row
+alternating), medians; the ratio (XLA time / handler time) is what `ModelConfig.matmul="auto"`'s row
 thresholds (`blas_matmul.MIN_ROWS`) are read from. Last line:
 RESULT matmul decode_b8_ratio=… train_ratio=…   (geometric means of the ratios over the 8-row and the
 >= 256-row products)
@@ -35,8 +36,15 @@ PRODUCTS = {  # name: (K, N, transposed)
 }
 
 
+SKINNY_MAX_ROWS = 8  # skinny::kMaxRows in kernels/blas_matmul.cc
+
+
 def _ms(timing) -> str:
     return f"{1e3 * timing.median:.3g} ({1e3 * min(timing.times):.3g}-{1e3 * max(timing.times):.3g})"
+
+
+def _handler_kernel(rows: int, transposed: bool) -> str:
+    return "loop" if transposed and rows <= SKINNY_MAX_ROWS and blas_matmul.has_skinny_loop() else "sgemm"
 
 
 def main() -> None:
@@ -66,10 +74,11 @@ def main() -> None:
             blas, xla = times["blas"]["s"], times["xla"]["s"]
             ratio = speedup(blas, xla)
             ratios[(rows, name)] = ratio
-            auto = blas_matmul.MIN_ROWS[transposed] <= rows
-            rows_out.append([rows, name, _ms(blas), _ms(xla), round(ratio, 2), "sgemm" if auto else "XLA"])
+            rows_out.append([rows, name, _handler_kernel(rows, transposed), _ms(blas), _ms(xla), round(ratio, 2),
+                             "handler" if blas_matmul.MIN_ROWS[transposed] <= rows else "XLA"])
             print(f"  {rows} x {name}: ratio {ratio:.2f}", flush=True)
-    print_table(["rows", "product", "sgemm ms", "XLA dot ms", "XLA / sgemm", "auto takes"], rows_out)
+    print_table(["rows", "product", "handler runs", "handler ms", "XLA dot ms", "XLA / handler", "auto takes"],
+                rows_out)
     geo = lambda vals: math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else 0.0  # noqa: E731
     decode = geo([r for (m, _), r in ratios.items() if m == 8])
     train = geo([r for (m, _), r in ratios.items() if m >= 256])

@@ -125,8 +125,9 @@ def dense_products(cfg) -> str:
         kernel = "OpenBLAS sgemm (FFI) for every product"
     else:
         low = blas_matmul.MIN_ROWS
-        kernel = (f"OpenBLAS sgemm (FFI) from {low[False]} rows (a head read transposed from {low[True]}) and "
-                  f"{blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements, XLA dot below")
+        head = "the handler's loop to 8 rows" if blas_matmul.has_skinny_loop() else "sgemm"
+        kernel = (f"OpenBLAS sgemm (FFI) from {low[False]} rows (a head read transposed from {low[True]}: {head}) "
+                  f"and {blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements, XLA dot below")
     return f"dense products: {kernel} (matmul={cfg.matmul!r})"
 
 

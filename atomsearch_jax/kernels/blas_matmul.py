@@ -32,7 +32,7 @@ Array = jax.Array
 POLICIES = ("auto", "xla", "blas")
 _SOURCE = Path(__file__).with_name("blas_matmul.cc")
 _TARGET = "atomsearch_sgemm"
-def _has_skinny_loop() -> bool:
+def has_skinny_loop() -> bool:
     """Whether the handler runs <= 8-row products against a transposed weight in its own loop (x86 with
     AVX2 and FMA, as blas_matmul.cc checks at run time) instead of sgemm."""
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -51,7 +51,7 @@ def _has_skinny_loop() -> bool:
 # two are even (0.7-1.0x); from 4 rows sgemm runs the MLP products 1.8-2.3x faster. The tied head read
 # transposed ([V, E]) takes the handler's few-row loop from 2 rows (2-8 rows: 1.7-2.2x XLA's dot); where
 # that loop is not built, sgemm gains only from 8 rows (4: 0.87x, 8: 1.34x).
-MIN_ROWS = {False: 4, True: 2 if _has_skinny_loop() else 8}
+MIN_ROWS = {False: 4, True: 2 if has_skinny_loop() else 8}
 # Fewest weight elements (K x N) for which "auto" takes sgemm. Inside a whole training step of the default
 # job's model (hidden 128: weights of 16k-262k elements) sgemm made SFT steps 1.3-1.5x slower although each
 # product alone ran faster (OpenBLAS's threads spinning between calls while XLA's run attention, and the
