@@ -17,7 +17,8 @@ bench_util.alternate (one warm-up per side, --repeats rounds rotating the sides;
 Roofline (decode steps/s): per step max(bytes of weights + attended KV cache / probed memory bandwidth,
 FLOPs / probed matmul rate), the probe of bench_util measured at the start of this run.
 Last line: RESULT generate b8_decode_tok_s=... hf_b8_decode_tok_s=... ratio=... b1_roofline_frac=...
-min_call_ratio=... tunix_b8_decode_tok_s=... ratio_vs_tunix=...   (ratios of medians; Tunix 0 when not run)
+min_call_ratio=... tunix_b8_decode_tok_s=... ratio_vs_tunix=...   (ratios of medians; Tunix 0 when not run;
+without batch 8 in --batch the b8 fields are the largest batch's, without batch 1 b1 is the smallest's)
 
     python scripts/bench_generate.py                 # 64 new tokens, batch 1, 8, 32
     python scripts/bench_generate.py --quick         # 16 new tokens, batch 1 and 8, 2 repeats
