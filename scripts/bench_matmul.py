@@ -36,15 +36,13 @@ PRODUCTS = {  # name: (K, N, transposed)
 }
 
 
-SKINNY_MAX_ROWS = 8  # skinny::kMaxRows in kernels/blas_matmul.cc
-
-
 def _ms(timing) -> str:
     return f"{1e3 * timing.median:.3g} ({1e3 * min(timing.times):.3g}-{1e3 * max(timing.times):.3g})"
 
 
 def _handler_kernel(rows: int, transposed: bool) -> str:
-    return "loop" if transposed and rows <= SKINNY_MAX_ROWS and blas_matmul.has_skinny_loop() else "sgemm"
+    skinny = transposed and rows <= blas_matmul.SKINNY_MAX_ROWS and blas_matmul.has_skinny_loop()
+    return "loop" if skinny else "sgemm"
 
 
 def main() -> None:

@@ -125,7 +125,8 @@ def dense_products(cfg) -> str:
         kernel = "OpenBLAS sgemm (FFI) for every product"
     else:
         low = blas_matmul.MIN_ROWS
-        head = "the handler's loop to 8 rows" if blas_matmul.has_skinny_loop() else "sgemm"
+        head = (f"the handler's loop to {blas_matmul.SKINNY_MAX_ROWS} rows" if blas_matmul.has_skinny_loop()
+                else "sgemm")
         kernel = (f"OpenBLAS sgemm (FFI) from {low[False]} rows (a head read transposed from {low[True]}: {head}) "
                   f"and {blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements, XLA dot below")
     return f"dense products: {kernel} (matmul={cfg.matmul!r})"

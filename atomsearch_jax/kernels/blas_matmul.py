@@ -32,9 +32,12 @@ Array = jax.Array
 POLICIES = ("auto", "xla", "blas")
 _SOURCE = Path(__file__).with_name("blas_matmul.cc")
 _TARGET = "atomsearch_sgemm"
+SKINNY_MAX_ROWS = 8  # skinny::kMaxRows in blas_matmul.cc
+
+
 def has_skinny_loop() -> bool:
-    """Whether the handler runs <= 8-row products against a transposed weight in its own loop (x86 with
-    AVX2 and FMA, as blas_matmul.cc checks at run time) instead of sgemm."""
+    """Whether the handler runs <= SKINNY_MAX_ROWS-row products against a transposed weight in its own loop
+    (x86 with AVX2 and FMA, as blas_matmul.cc checks at run time) instead of sgemm."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return False
     try:
