@@ -29,6 +29,7 @@ from atomsearch_jax.experiment import (build_environment, build_model, group_by_
                                        make_runner)
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.parallel import make_mesh
+from atomsearch_jax.parallel.cpu_devices import use_cpu_devices
 from atomsearch_jax.parallel.multihost import is_writer
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Experiment config file (get_config()).")
@@ -52,6 +53,7 @@ _OUT_DIR = flags.DEFINE_string("out_dir", "", "Output directory for results.md /
 def main(argv) -> None:
     del argv
     logging.getLogger().setLevel(logging.INFO)
+    use_cpu_devices(_CONFIG.value.get("cpu_devices", 0))
     initialize_from_flags()
     config = _CONFIG.value
     if not config.model.hf_path:

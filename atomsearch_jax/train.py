@@ -36,6 +36,7 @@ from atomsearch_jax.experiment import (FORMAT_OUTCOME, Environment, build_enviro
 from atomsearch_jax.generate import Engine
 from atomsearch_jax.model import save_hf_checkpoint, stack_layers, unstack_layers
 from atomsearch_jax.parallel import make_mesh
+from atomsearch_jax.parallel.cpu_devices import use_cpu_devices
 from atomsearch_jax.parallel.multihost import gather_rows, is_writer, process_share
 from atomsearch_jax.paths import copy_tree, resolve
 from atomsearch_jax.rewards import RewardManager, reward_metrics
@@ -446,7 +447,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                    "cpu_seconds": round(cpu.user + cpu.system, 1),  # this process; on a shared machine the
                    # closest measure of the work, wall time then counts other jobs too
                    "heldout": heldout, "format": env.fmt.name, "model_params": model_config.num_params(),
-                   "seed": config.seed, "sft_steps": config.sft.steps, "grpo_updates": config.rl.steps,
+                   "seed": config.seed, "devices": jax.device_count(), "sft_steps": config.sft.steps,
+                   "grpo_updates": config.rl.steps,
                    "load_average": {"start": [round(x, 2) for x in load_at_start],
                                     "end": [round(x, 2) for x in os.getloadavg()]}})
     if is_writer():
@@ -475,6 +477,7 @@ def main(argv) -> None:
     logging.getLogger().setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLibraries())
+    use_cpu_devices(_CONFIG.value.get("cpu_devices", 0))
     initialize_from_flags()
     try:
         train(_CONFIG.value, _WORKDIR.value)

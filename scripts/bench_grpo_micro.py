@@ -23,7 +23,6 @@ import copy
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,25 +38,6 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed rounds.")
 _SFT_MICRO = flags.DEFINE_list("sft_micro", ["0", "4", "2", "1"], "SFT micro-batch sizes (0 = the whole batch).")
 _SFT_WIDTHS = flags.DEFINE_list("sft_widths", ["464", "640"], "SFT bucket widths (the default's two).")
 _SFT_ROWS = flags.DEFINE_integer("sft_rows", 8, "Rows per SFT step (the default's batch).")
-
-
-def update_batch(rows: int, width: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(int(0.55 * width), width + 1, rows)
-    lengths[0] = width
-    loss_mask = (np.arange(width)[None, :] >= 100) & (np.arange(width)[None, :] < lengths[:, None])
-    return {"tokens": rng.integers(3, vocab, (rows, width)).astype(np.int32),
-            "loss_mask": loss_mask.astype(np.float32), "lengths": lengths.astype(np.int32),
-            "sampler_logprobs": np.full((rows, width), -1.0, np.float32),
-            "rewards": rng.normal(size=rows).astype(np.float32), "valid": np.ones(rows, bool)}
-
-
-def sft_batch(rows: int, width: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(int(0.8 * width), width + 1, rows)
-    loss_mask = (np.arange(width)[None, :] >= 90) & (np.arange(width)[None, :] < lengths[:, None])
-    return {"tokens": rng.integers(3, vocab, (rows, width)).astype(np.int32),
-            "loss_mask": loss_mask.astype(np.float32), "lengths": lengths.astype(np.int32)}
 
 
 def report(kind: str, timings: dict, whole_name: str, real_tokens: int) -> None:
@@ -86,7 +66,7 @@ def micro_sides(trainer_cls, stage_config, sizes: list[str], rows: int, batches:
 def time_sft(config, model_config, params, mesh) -> None:
     from atomsearch_jax.sft import SFTTrainer
 
-    batches = [sft_batch(_SFT_ROWS.value, int(w), model_config.vocab_size, seed=i)
+    batches = [bench_util.sft_batch(_SFT_ROWS.value, int(w), model_config.vocab_size, seed=i)
                for i, w in enumerate(_SFT_WIDTHS.value)]
     sides = micro_sides(SFTTrainer, config.sft, _SFT_MICRO.value, _SFT_ROWS.value, batches, model_config, params, mesh)
     timings = bench_util.alternate(sides, repeats=_REPEATS.value)
@@ -109,7 +89,7 @@ def main(argv) -> None:
     model_config = bench_util.default_job_model(tie_word_embeddings=config.model.tie_word_embeddings)
     mesh = make_mesh(data=1, fsdp=-1, tensor=1)
     params = init_params(model_config, jax.random.key(0))
-    batch = update_batch(_ROWS.value, _WIDTH.value, model_config.vocab_size)
+    batch = bench_util.update_batch(_ROWS.value, _WIDTH.value, model_config.vocab_size)
     sides = micro_sides(GRPOTrainer, config.rl, _MICRO.value, _ROWS.value, [batch], model_config, params, mesh)
     timings = bench_util.alternate(sides, repeats=_REPEATS.value)
     real = int(batch["lengths"].sum())

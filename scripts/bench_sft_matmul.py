@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import bench_util  # noqa: E402
 from absl import app, flags  # noqa: E402
-from bench_grpo_micro import sft_batch  # noqa: E402
+from bench_util import sft_batch  # noqa: E402
 from configs import default as default_config  # noqa: E402
 
-_REPEATS = flags.FLAGS["repeats"]  # bench_grpo_micro's --repeats (importing it defines the flag)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Alternated timed rounds.")
 POLICIES = ("xla", "blas", "auto")
 
 

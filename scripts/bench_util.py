@@ -193,6 +193,28 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
+def update_batch(rows: int, width: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A GRPO batch of random tokens: rows [0.55, 1] x width long (as the default's rollouts), loss on
+    positions from 100 (the prompt before), random rewards."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(int(0.55 * width), width + 1, rows)
+    lengths[0] = width
+    loss_mask = (np.arange(width)[None, :] >= 100) & (np.arange(width)[None, :] < lengths[:, None])
+    return {"tokens": rng.integers(3, vocab, (rows, width)).astype(np.int32),
+            "loss_mask": loss_mask.astype(np.float32), "lengths": lengths.astype(np.int32),
+            "sampler_logprobs": np.full((rows, width), -1.0, np.float32),
+            "rewards": rng.normal(size=rows).astype(np.float32), "valid": np.ones(rows, bool)}
+
+
+def sft_batch(rows: int, width: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """An SFT batch of random tokens: rows [0.8, 1] x width long (one length bucket), loss from position 90."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(int(0.8 * width), width + 1, rows)
+    loss_mask = (np.arange(width)[None, :] >= 90) & (np.arange(width)[None, :] < lengths[:, None])
+    return {"tokens": rng.integers(3, vocab, (rows, width)).astype(np.int32),
+            "loss_mask": loss_mask.astype(np.float32), "lengths": lengths.astype(np.int32)}
+
+
 def print_table(header: list[str], rows: list[list]) -> None:
     cells = [header] + [[f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
