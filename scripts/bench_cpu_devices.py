@@ -47,14 +47,10 @@ _WORKER = flags.DEFINE_integer("worker", 0, "Internal: run the phases on this ma
 PHASES = ("decode", "grpo_update", "sft_step")
 
 
-def _median_seconds(fn, inner: int) -> float:
-    fn()  # compile + warm up
-    times = []
-    for _ in range(inner):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def _median_seconds(timed, inner: int) -> float:
+    """The median of `inner` calls of timed() (each returns its seconds), after one untimed call (compile, warm-up)."""
+    timed()
+    return float(np.median([timed() for _ in range(inner)]))
 
 
 def worker(devices: int) -> dict:
@@ -95,8 +91,7 @@ def worker(devices: int) -> dict:
         decoded["tokens"] = view.tokens[: _ROWS.value, _PROMPT_LEN.value: _PROMPT_LEN.value + _STEPS.value]
         return seconds
 
-    decode()  # compile + warm up
-    out["decode"] = float(np.median([decode() for _ in range(_INNER.value)]))
+    out["decode"] = _median_seconds(decode, _INNER.value)
     out["decode_digests"] = [hashlib.sha1(np.ascontiguousarray(r).tobytes()).hexdigest()[:12]
                              for r in decoded["tokens"]]
 
@@ -108,11 +103,12 @@ def worker(devices: int) -> dict:
 
     grpo = trainer(GRPOTrainer, config.rl)
     batch = bench_util.update_batch(64, 512, model.vocab_size)
-    out["grpo_update"] = _median_seconds(lambda: grpo.update(batch), _INNER.value)
+    out["grpo_update"] = _median_seconds(bench_util.wall(lambda: grpo.update(batch)), _INNER.value)
     sft = trainer(SFTTrainer, config.sft)
     batches = [bench_util.sft_batch(config.sft.batch_size, w, model.vocab_size, seed=i)
                for i, w in enumerate((304, 672))]
-    out["sft_step"] = _median_seconds(lambda: [sft.update(b) for b in batches], _INNER.value)
+    out["sft_step"] = _median_seconds(bench_util.wall(lambda: [sft.update(b) for b in batches]),
+                                      _INNER.value)
     return out
 
 

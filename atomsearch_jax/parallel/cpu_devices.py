@@ -15,8 +15,8 @@ import jax
 FORCE_FLAG = "xla_force_host_platform_device_count"
 
 
-def use_cpu_devices(count: int) -> int:
-    """Makes XLA:CPU expose `count` devices (0: leave JAX's default); returns the count requested.
+def use_cpu_devices(count: int) -> None:
+    """Makes XLA:CPU expose `count` devices (0: leave JAX's default).
 
     Must run before anything touches a device (JAX raises otherwise). An explicit
     `--xla_force_host_platform_device_count` in XLA_FLAGS wins: it is left alone and logged. It only
@@ -25,12 +25,11 @@ def use_cpu_devices(count: int) -> int:
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"config.cpu_devices must be an integer >= 0 (0 = JAX's default), got {count!r}")
     if count == 0:
-        return 0
+        return
     if FORCE_FLAG in os.environ.get("XLA_FLAGS", ""):
         logging.info("config.cpu_devices=%d not applied: XLA_FLAGS sets --%s", count, FORCE_FLAG)
-        return count
+        return
     try:
         jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError as e:
         raise RuntimeError(f"config.cpu_devices={count} must be applied before JAX's first device use: {e}") from e
-    return count
