@@ -69,8 +69,10 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
     trajectories and config.sft.world_first_turn_copies first turns (prompt to first search call) each.
 
     config.sft.world_early_answer_fraction of the whole trajectories (drawn per example) come from a weak
-    teacher that plans only the first hop and answers its bridge entity: a mistake the outcome reward
-    and the process judge (an answer statement that is not the golden answer) both expose to GRPO.
+    teacher that answers the first hop's bridge entity: a mistake the outcome reward and the process judge
+    (an answer statement that is not the golden answer) both expose to GRPO. Its plan names only the first
+    hop (config.sft.world_early_answer_plan "first_hop") or the whole chain ("whole_chain": the trajectory
+    is the faithful teacher's up to the thought after the first observation).
     config.sft.world_sentence_answer_fraction of them (drawn per example) answer with the last hop's fact
     as a sentence: right, but the word-F1 / EM outcome rewards score it below the bare entity.
     config.sft.world_question_query_fraction of them (drawn per example) search the question itself first
@@ -85,6 +87,9 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
     early = float(config.sft.get("world_early_answer_fraction", 0.0))
     sentence = float(config.sft.get("world_sentence_answer_fraction", 0.0))
     question = float(config.sft.get("world_question_query_fraction", 0.0))
+    early_plan = config.sft.get("world_early_answer_plan", "first_hop")
+    if early_plan not in ("first_hop", "whole_chain"):
+        raise ValueError(f"config.sft.world_early_answer_plan must be 'first_hop' or 'whole_chain', got {early_plan!r}")
     for name, value in (("world_early_answer_fraction", early), ("world_sentence_answer_fraction", sentence),
                         ("world_question_query_fraction", question)):
         if not 0.0 <= value <= 1.0:
@@ -99,8 +104,9 @@ def _world_teacher_examples(config: ml_collections.ConfigDict, env: Environment)
         try:
             turns = teacher_turns(record, env.retriever, topk=topk)
             first_hop = record.metadata["chain"][:1]
-            variants = {(e, s, q): teacher_turns(record, env.retriever, topk=topk, chain=first_hop if e else None,
-                                                 sentence_answer=s, question_query=q) if e or s or q else turns
+            early_route = {"chain": first_hop} if early_plan == "first_hop" else {"answer_after": 1}
+            variants = {(e, s, q): teacher_turns(record, env.retriever, topk=topk, sentence_answer=s, question_query=q,
+                                                 **(early_route if e else {})) if e or s or q else turns
                         for e in {False, early > 0} for s in {False, sentence > 0} for q in {False, question > 0}}
         except TeacherSearchMiss:
             continue

@@ -4,12 +4,14 @@
 
 The default config's model (4 layers, hidden 128, vocabulary 2048, random float32 weights); one forward and
 backward of the token log-probabilities (the SFT / GRPO loss path, `training.logprobs.token_logprobs`) over
-`rows` full rows of each width. Sides: attention="reference" as the model runs it (causal query chunks,
+`rows` full rows of each width. Sides: attention="reference" (causal query chunks,
 `model.attention.CAUSAL_QUERY_CHUNKS`), "reference" over one whole [T, S] square (the kernel before the
-chunks), and "blockwise" (the key-block scan "auto" takes past one block). Gradients must agree (rtol
+chunks), "blockwise" (the key-block scan) and "cpu_flash" (the C++ handlers of kernels/flash_attention.cc,
+what "auto" takes on CPU from attention.CPU_FLASH_MIN_QUERIES queries). Gradients must agree (rtol
 1e-3), else the run exits 1. Timing: bench_util.alternate (warm-up on each side, --repeats alternated
 rounds, medians). Last line (the widest width; ratios of the other sides' medians to the chunked one's):
-RESULT sft_attention width=W reference_ms=… square_ms=… blockwise_ms=… ratio=… square_ratio=…
+RESULT sft_attention width=W reference_ms=… square_ms=… blockwise_ms=… cpu_flash_ms=… ratio=… square_ratio=…
+flash_ratio=…  (flash_ratio = reference / cpu_flash)
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from atomsearch_jax.training.logprobs import token_logprobs  # noqa: E402
 from atomsearch_jax.model import attention  # noqa: E402
 
 SIDES = {"reference": ("reference", attention.CAUSAL_QUERY_CHUNKS), "square": ("reference", 1),
-         "blockwise": ("blockwise", attention.CAUSAL_QUERY_CHUNKS)}
+         "blockwise": ("blockwise", attention.CAUSAL_QUERY_CHUNKS),
+         "cpu_flash": ("cpu_flash", attention.CAUSAL_QUERY_CHUNKS)}
 
 
 def step_fn(side: str, tokens: jax.Array):
@@ -67,7 +70,7 @@ def main() -> None:
         for side in SIDES:   # traced one after the other: each with its own chunk setting
             fns[side] = step_fn(side, tokens)
             grads[side] = fns[side][0](fns[side][1])
-        for side in ("square", "blockwise"):
+        for side in ("square", "blockwise", "cpu_flash"):
             for a, b in zip(jax.tree_util.tree_leaves(grads["reference"]), jax.tree_util.tree_leaves(grads[side])):
                 if not np.allclose(a, b, rtol=1e-3, atol=1e-6):
                     print(f"FAIL: gradients of {side} differ from the chunked reference at width {width}", flush=True)
@@ -85,8 +88,10 @@ def main() -> None:
     width, timings = last
     ms = {k: f"{1e3 * timings[k]['s'].median:.0f}" for k in SIDES}
     print(f"RESULT sft_attention width={width} reference_ms={ms['reference']} square_ms={ms['square']} "
-          f"blockwise_ms={ms['blockwise']} ratio={speedup(timings['reference']['s'], timings['blockwise']['s']):.2f} "
-          f"square_ratio={speedup(timings['reference']['s'], timings['square']['s']):.2f}")
+          f"blockwise_ms={ms['blockwise']} cpu_flash_ms={ms['cpu_flash']} "
+          f"ratio={speedup(timings['reference']['s'], timings['blockwise']['s']):.2f} "
+          f"square_ratio={speedup(timings['reference']['s'], timings['square']['s']):.2f} "
+          f"flash_ratio={speedup(timings['cpu_flash']['s'], timings['reference']['s']):.2f}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from atomsearch_jax.model import forward, forward_cached, init_cache, init_params, tiny_config
+from atomsearch_jax.kernels import flash_attention
 from atomsearch_jax.model.attention import (KeyMask, attend, blockwise_attention, dot_product_attention,
                                             reference_attention, resolve)
+
+needs_cpu_flash = pytest.mark.skipif(not flash_attention.cpu_supported(), reason="cpu_flash needs x86 AVX2/FMA")
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -103,7 +106,16 @@ def test_reference_in_causal_query_chunks_matches_numpy_and_the_whole_square(kv_
 
 def test_auto_picks_per_backend_and_shape():
     assert resolve("auto", num_keys=256, block=512, aligned=True, backend="tpu") == "reference"
-    assert resolve("auto", num_keys=4096, block=512, aligned=True, backend="cpu") == "blockwise"
+    cpu_long = "cpu_flash" if flash_attention.available() else "blockwise"
+    assert resolve("auto", num_keys=4096, block=512, aligned=True, backend="cpu") == cpu_long
+    assert resolve("auto", num_keys=4096, block=512, aligned=False, backend="cpu") == "blockwise"
+    assert resolve("auto", num_keys=383, block=512, aligned=True, backend="cpu") == "reference"
+    assert resolve("auto", num_keys=384, block=512, aligned=True, backend="cpu") == (
+        "cpu_flash" if flash_attention.available() else "reference")
+    assert resolve("auto", num_keys=4096, block=512, aligned=True, backend="tpu") in ("pallas", "blockwise")
+    # cpu_flash is a training kernel: a cache (queries != keys) or another backend goes where "auto" would.
+    assert resolve("cpu_flash", num_keys=4096, num_queries=1, block=512, aligned=False, backend="cpu") == "reference"
+    assert resolve("cpu_flash", num_keys=4096, block=512, aligned=True, backend="gpu") == "dot_product"
     assert resolve("auto", num_keys=4096, block=512, aligned=True, backend="gpu") == "dot_product"
     assert resolve("auto", num_keys=4096, block=512, aligned=False, backend="gpu") == "blockwise"
     assert resolve("pallas", num_keys=4096, block=512, aligned=False) == "blockwise"
@@ -145,28 +157,80 @@ def test_model_forward_and_cached_forward_match_across_kernels():
     attention_mask = jnp.asarray(np.arange(40)[None, :] < np.array([40, 23, 7])[:, None], jnp.int32)
     positions = jnp.asarray(np.arange(40)[None, :] + np.array([0, 5, 100])[:, None], jnp.int32)
     runs = {}
-    for kernel in ("reference", "blockwise", "dot_product"):
+    kernels = ("reference", "blockwise", "dot_product") + (("cpu_flash",) if flash_attention.available() else ())
+    for kernel in kernels:
         cfg = base.replace(attention=kernel, attention_block=8)
         logits = forward(cfg, params, tokens, attention_mask=attention_mask, positions=positions)
         cache = init_cache(cfg, 3, 64)
         hidden, _ = forward_cached(cfg, params, tokens[:, :24], cache, jnp.array([0, 3, 17], jnp.int32))
         runs[kernel] = (logits, hidden)
-    for kernel in ("blockwise", "dot_product"):
+    for kernel in kernels[1:]:
         for got, want in zip(runs[kernel], runs["reference"]):
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5, err_msg=kernel)
 
 
-def test_per_device_wrapper_matches_unsharded():
-    """The shard_map wrapper used for the Pallas kernel, exercised with the blockwise kernel on 8 CPU devices."""
+@pytest.mark.parametrize("kernel_name", ["blockwise", "cpu_flash"])
+def test_per_device_wrapper_matches_unsharded(kernel_name):
+    """The shard_map wrapper used for the custom-call kernels (Pallas, cpu_flash) on 8 CPU devices: forward
+    and gradients."""
     from atomsearch_jax.model.layers import Constrainer
     from atomsearch_jax.parallel import TRAIN_RULES, make_mesh
 
+    if kernel_name == "cpu_flash" and not flash_attention.available():
+        pytest.skip(f"cpu_flash unavailable: {flash_attention.registration_error()}")
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     q, k, v = _qkv(6, 4, 32, 32, 4, 2)
     mask = _masks(4, 32, 32, np.random.default_rng(7))[1][1]
-    kernel = functools.partial(blockwise_attention, block=8)
-    got = jax.jit(lambda q, k, v, m: Constrainer(mesh, TRAIN_RULES).per_device(kernel, q, k, v, m))(q, k, v, mask)
+    kernel = {"blockwise": functools.partial(blockwise_attention, block=8),
+              "cpu_flash": lambda q, k, v, m: flash_attention.flash_attention(q, k, v, m.kv_valid)}[kernel_name]
+    cot = jnp.asarray(np.random.default_rng(8).normal(size=q.shape), jnp.float32)
+    sharded = lambda q, k, v: jnp.sum(Constrainer(mesh, TRAIN_RULES).per_device(kernel, q, k, v, mask) * cot)  # noqa: E731
+    whole = lambda q, k, v: jnp.sum(reference_attention(q, k, v, mask) * cot)  # noqa: E731
+    got = jax.jit(lambda q, k, v: Constrainer(mesh, TRAIN_RULES).per_device(kernel, q, k, v, mask))(q, k, v)
     np.testing.assert_allclose(got, reference_attention(q, k, v, mask), atol=1e-5, rtol=1e-5)
+    for g, w, arg in zip(jax.jit(jax.grad(sharded, argnums=(0, 1, 2)))(q, k, v),
+                         jax.grad(whole, argnums=(0, 1, 2))(q, k, v), "qkv"):
+        np.testing.assert_allclose(g, w, atol=1e-4, rtol=1e-4, err_msg=f"d{arg}")
+
+
+@needs_cpu_flash
+@pytest.mark.parametrize("heads,kv_heads,t,d", [(4, 4, 21, 16), (6, 1, 70, 8), (4, 2, 130, 32), (2, 2, 64, 24)])
+def test_cpu_flash_matches_reference_forward_and_gradients(heads, kv_heads, t, d):
+    """The C++ kernel against the reference (itself checked against float64 numpy above), forward and all three
+    gradients, on aligned masks with and without right / left padding, block boundaries (64 keys, 32 queries)
+    crossed or not. Queries that may attend nothing (left padding) are padding: zeros here, excluded."""
+    assert flash_attention.available(), flash_attention.registration_error()
+    rng = np.random.default_rng(t)
+    q, k, v = _qkv(t, 3, t, t, heads, kv_heads, d=d)
+    for name, mask in _masks(3, t, t, rng):
+        kv_valid = None if mask.kv_valid is None else np.asarray(mask.kv_valid)
+        sees = np.ones((3, t), bool) if kv_valid is None else np.cumsum(kv_valid, axis=1) > 0
+        cot = jnp.asarray(rng.normal(size=q.shape) * sees[:, :, None, None], jnp.float32)
+        want = reference_attention(q, k, v, mask)
+        got = flash_attention.flash_attention(q, k, v, mask.kv_valid)
+        np.testing.assert_allclose(np.where(sees[:, :, None, None], got, 0), np.where(sees[:, :, None, None], want, 0),
+                                   atol=2e-6, rtol=1e-5, err_msg=name)
+        assert np.all(np.asarray(got)[~sees] == 0), name
+        ref_grads = jax.grad(lambda q, k, v: jnp.sum(reference_attention(q, k, v, mask) * cot), argnums=(0, 1, 2))(q, k, v)
+        grads = jax.grad(lambda q, k, v: jnp.sum(flash_attention.flash_attention(q, k, v, mask.kv_valid) * cot),
+                         argnums=(0, 1, 2))(q, k, v)
+        for g, w, arg in zip(grads, ref_grads, "qkv"):
+            np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4, err_msg=f"{name} d{arg}")
+
+
+@needs_cpu_flash
+def test_cpu_flash_rejects_what_it_cannot_run():
+    q, k, v = _qkv(0, 1, 16, 16, 4, 2, d=12)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        flash_attention.flash_attention(q, k, v)
+    q, k, v = _qkv(0, 1, 16, 16, 4, 2, d=16)
+    with pytest.raises(ValueError, match="float32"):
+        flash_attention.flash_attention(q.astype(jnp.bfloat16), k, v)
+    # attend() with the kernel named explicitly falls back to the reference kernel for such operands.
+    mask = KeyMask(jnp.broadcast_to(jnp.arange(16, dtype=jnp.int32), (1, 16)), None, aligned=True)
+    q12, k12, v12 = _qkv(0, 1, 16, 16, 4, 2, d=12)
+    np.testing.assert_allclose(attend(q12, k12, v12, mask, implementation="cpu_flash"),
+                               reference_attention(q12, k12, v12, mask), atol=1e-6)
 
 
 def _training_temp_bytes(attention: str, t: int) -> int:
@@ -190,4 +254,6 @@ def test_16k_training_forward_never_builds_t_by_t_scores():
     t = 16384
     one_head_scores = 4 * t * t  # a single [T, T] float32 score matrix: 1 GiB
     assert _training_temp_bytes("blockwise", t) < one_head_scores // 2  # measured: 344 MiB
+    if flash_attention.available():
+        assert _training_temp_bytes("cpu_flash", t) < one_head_scores // 2
     assert _training_temp_bytes("reference", t) > one_head_scores  # measured: 16 GiB

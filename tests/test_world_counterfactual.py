@@ -141,6 +141,50 @@ def test_weak_teacher_answers_the_bridge_on_the_configured_share(default_world, 
     assert _on_share(early, total, fraction), (early, total)
 
 
+def test_whole_chain_early_teacher_is_the_faithful_one_until_it_answers_the_bridge(default_world,
+                                                                                    default_world_retriever):
+    """answer_after=1 plans every hop as the faithful teacher does, searches the first, then answers its tail:
+    the two trajectories part at the thought after the first observation (VERIFICATION instead of PLAN)."""
+    fmt = get_format("atom_searcher")
+    multi_hop = [(r, t) for r, t in _teacher(default_world, default_world_retriever, 40) if len(r.metadata["chain"]) > 1]
+    assert len(multi_hop) >= 10
+    for record, faithful in multi_hop:
+        early = teacher_turns(record, default_world_retriever, topk=3, answer_after=1)
+        searches = [t for t in faithful if t.queries is not None]
+        first_hop_searches = next(i for i, t in enumerate(searches) if i and t.thoughts[0][0] == "OBSERVATION")
+        assert early[:first_hop_searches] == faithful[:first_hop_searches]  # same plan (every hop), same searches
+        assert early[first_hop_searches].answer == record.metadata["chain"][0]["tail"] != record.golden_answers[0]
+        tags = lambda turn: [tag for tag, _ in turn.thoughts]  # noqa: E731
+        assert tags(early[first_hop_searches]) == ["OBSERVATION", "VERIFICATION"]
+        assert tags(faithful[first_hop_searches])[:2] == ["OBSERVATION", "PLAN"]
+        assert early[first_hop_searches].thoughts[0] == faithful[first_hop_searches].thoughts[0]
+        rendered = render_trajectory(early, fmt)
+        assert rendered.count("<tool_call>") == first_hop_searches
+        assert fmt.extract_answer(rendered) == record.metadata["chain"][0]["tail"]
+    with pytest.raises(ValueError, match="answer_after=0"):
+        teacher_turns(multi_hop[0][0], default_world_retriever, topk=3, answer_after=0)
+
+
+@pytest.mark.parametrize("plan", ["first_hop", "whole_chain"])
+def test_early_answer_plan_names_the_first_hop_or_the_whole_chain(default_world, default_world_retriever,
+                                                                  default_world_tokenizer, plan):
+    examples, by_id = _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
+                                                world_early_answer_fraction=1.0, world_early_answer_plan=plan)
+    whole = first = 0
+    for key, (tokens, mask) in examples.items():
+        if "~" in key or len(by_id[key].metadata["chain"]) < 2:
+            continue
+        text = default_world_tokenizer.decode(tokens[mask > 0])  # the teacher's turns (the prompt mentions <PLAN>)
+        plan_text = text[text.index("<PLAN>"):text.index("</PLAN>")]
+        whole += ", then" in plan_text
+        first += ", then" not in plan_text
+    assert (whole, first) != (0, 0)
+    assert (first if plan == "whole_chain" else whole) == 0, (whole, first)
+    with pytest.raises(ValueError, match="world_early_answer_plan"):
+        _default_teacher_examples(default_world, default_world_retriever, default_world_tokenizer,
+                                  world_early_answer_fraction=1.0, world_early_answer_plan="second_hop")
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
 def test_sentence_answers_on_the_configured_share_score_below_the_entity(default_world, default_world_retriever,
                                                                          default_world_tokenizer, fraction):

@@ -14,9 +14,13 @@ returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
   other masks take the blockwise path inside the same program.
 - "pallas": the Pallas TPU flash-attention kernel for the training forward (aligned masks; padding via
   segment ids), inside `shard_map` when the model runs on a mesh; other calls go blockwise.
-- "auto": "reference" wherever a row's [T, S] scores per head are no bigger than one block's square
-  (T * S <= block**2): decoding (T = 1) against any cache window, short prefills, tiny test shapes; else
-  "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU. Blockwise decoding re-laid the whole cache
+- "cpu_flash": the C++ flash-attention handlers of `kernels/flash_attention.py` for the training forward
+  and backward on XLA:CPU (aligned masks, float32, head dim a multiple of 8), per device on a mesh; other
+  calls go to "reference" / "blockwise" as "auto" would.
+- "auto": on XLA:CPU "cpu_flash" for aligned masks of at least CPU_FLASH_MIN_QUERIES queries when the
+  handlers build; else "reference" wherever a row's [T, S] scores per head are no bigger than one block's
+  square (T * S <= block**2): decoding (T = 1) against any cache window, short prefills, tiny test shapes;
+  else "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU. Blockwise decoding re-laid the whole cache
   out into padded key blocks in every layer of every step, for scores that are only [B, K, G, 1, S]
   (scripts/bench_decode_step.py measures both).
 
@@ -28,14 +32,21 @@ excluded from every loss.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
+from atomsearch_jax.kernels import flash_attention
+
 Array = jax.Array
-IMPLEMENTATIONS = ("auto", "reference", "blockwise", "dot_product", "pallas")
+IMPLEMENTATIONS = ("auto", "reference", "blockwise", "dot_product", "pallas", "cpu_flash")
+# Fewest queries for which "auto" takes "cpu_flash" on CPU. A forward + backward of the default job's model
+# (head dim 32, 2 rows) ran 0.7x the reference kernel's speed at 304 queries and 1.6-2.4x from 448 up
+# (scripts/bench_sft_attention.py, BENCHMARKS.md): below that the reference's scores stay in cache.
+CPU_FLASH_MIN_QUERIES = 384
 # A large finite negative instead of -inf: a fully masked row (padding query) then gives a uniform
 # softmax rather than NaNs that would poison gradients through `where`.
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -73,11 +84,16 @@ def resolve(name: str, *, num_keys: int, block: int, aligned: bool, backend: str
     num_queries: T (default num_keys, i.e. self-attention without a cache).
     """
     check_implementation(name)
+    num_queries = num_keys if num_queries is None else num_queries
+    backend = backend or jax.default_backend()
+    if (name == "auto" and aligned and backend == "cpu" and num_queries == num_keys >= CPU_FLASH_MIN_QUERIES
+            and _cpu_flash_available()):
+        return "cpu_flash"
+    if name == "cpu_flash" and not (aligned and backend == "cpu" and num_queries == num_keys):
+        name = "auto"
     if name == "auto":
-        num_queries = num_keys if num_queries is None else num_queries
         if num_keys <= block or num_queries * num_keys <= block * block:
             return "reference"
-        backend = backend or jax.default_backend()
         name = {"tpu": "pallas", "gpu": "dot_product"}.get(backend, "blockwise")
         if name == "pallas" and not _pallas_available():
             name = "blockwise"
@@ -93,7 +109,7 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
     kv_layout: "bskd" (k, v [B, S, K, D]) or "bksd" (heads-major [B, K, S, D], the KV cache's layout);
     the reference kernel reads either as stored, the others take [B, S, K, D].
     shard: wraps a per-device kernel for a mesh (`(fn, q, k, v, mask) -> out`, see layers.Attention);
-    only the Pallas kernel, a custom call XLA cannot partition, uses it.
+    the Pallas and cpu_flash kernels, custom calls XLA cannot partition, use it.
     """
     if kv_layout not in ("bskd", "bksd"):
         raise ValueError(f"kv_layout={kv_layout!r}; expected 'bskd' or 'bksd'")
@@ -105,6 +121,11 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
         k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
     if name == "blockwise":
         return blockwise_attention(q, k, v, mask, block=block)
+    if name == "cpu_flash":
+        if not flash_attention.supports(q, k):
+            return reference_attention(q, k, v, mask)
+        kernel = lambda q, k, v, mask: flash_attention.flash_attention(q, k, v, mask.kv_valid)  # noqa: E731
+        return kernel(q, k, v, mask) if shard is None else shard(kernel, q, k, v, mask)
     if name == "dot_product":
         return dot_product_attention(q, k, v, mask, block=block)
     if shard is None:
@@ -282,6 +303,19 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: KeyMask, *, block:
     if mask.kv_valid is None:
         return fused(None)
     return jax.lax.cond(prefix, fused, lambda _: blockwise_attention(q, k, v, mask, block=block), None)
+
+
+def _cpu_flash_available() -> bool:
+    if flash_attention.available():
+        return True
+    _warn_cpu_flash_unavailable()
+    return False
+
+
+@functools.cache
+def _warn_cpu_flash_unavailable() -> None:
+    logging.warning("attention: cpu_flash handlers unavailable, using the XLA kernels: %s",
+                    flash_attention.registration_error())
 
 
 @functools.lru_cache(maxsize=None)

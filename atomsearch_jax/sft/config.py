@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Share of whole teacher trajectories from a weak teacher that stops after the first hop and answers its
     # bridge entity (drawn per example; see train._world_teacher_examples).
     config.world_early_answer_fraction = 0.0
+    # ... whose plan names the first hop only ("first_hop") or the whole chain ("whole_chain": the faithful
+    # teacher's trajectory up to the thought after the first observation, which answers instead of searching on).
+    config.world_early_answer_plan = "first_hop"
     # Share of whole teacher trajectories whose final answer is a sentence stating the last hop's fact
     # instead of the bare entity (drawn per example, independently of the early answer).
     config.world_sentence_answer_fraction = 0.0

@@ -87,33 +87,39 @@ def _search_hop(retriever: RetrieverLike, hop: Hop, first_thoughts: list[tuple[s
 
 def teacher_turns(record: QARecord, retriever: RetrieverLike, *, topk: int = 3, max_attempts: int = 2,
                   chain: Sequence[Hop] | None = None, sentence_answer: bool = False,
-                  question_query: bool = False) -> list[TeacherTurn]:
+                  question_query: bool = False, answer_after: int | None = None) -> list[TeacherTurn]:
     """The teacher's turns for `record`, following `chain` (default: the record's true hop chain;
     a corrupted chain gives a corrupted but equally fluent trajectory). sentence_answer: the final answer
     is the last hop's fact as a sentence ("The capital of Zovomark is Lunar.") instead of the bare entity,
     as LLM-written trajectories often answer: right, but word-F1 0.25-0.4 and EM 0. question_query: the
     first search is the question itself, after a plan that names no entity (the other strategy agents
     write: the first hop's entity is then read from the results instead of copied from the question; if
-    the results miss it, the teacher reflects and searches the hop's own query)."""
+    the results miss it, the teacher reflects and searches the hop's own query). answer_after: follow only
+    the first `answer_after` hops and answer the last one's tail, after a plan that names the whole chain:
+    a teacher that plans the right route and stops early (its trajectory matches the faithful one up to
+    the thought after the first observation)."""
     chain = list(chain if chain is not None else record.metadata["chain"])
     if not chain:
         raise ValueError(f"{record.id}: empty hop chain")
+    if answer_after is not None and not 1 <= answer_after <= len(chain):
+        raise ValueError(f"{record.id}: answer_after={answer_after} is not in [1, {len(chain)}] (hops of the chain)")
+    followed = chain[:answer_after] if answer_after is not None else chain
     turns: list[TeacherTurn] = []
     first = RELATIONS[chain[0]["relation"]].noun_phrase(chain[0]["head"])
     if question_query:
         thoughts = [("PLAN", QUESTION_PLAN), ("ACTION", "Search for the question.")]
     else:
         thoughts = [("PLAN", _plan(chain, _path_types(chain))), ("ACTION", f"Search for {first}.")]
-    for i, hop in enumerate(chain):
+    for i, hop in enumerate(followed):
         turns.extend(_search_hop(retriever, hop, thoughts, topk, max_attempts, record.id,
                                  first_query=record.question if question_query and i == 0 else None))
         observation = ("OBSERVATION", RELATIONS[hop["relation"]].fact_sentence(hop["head"], hop["tail"]))
-        if i + 1 < len(chain):
+        if i + 1 < len(followed):
             need = RELATIONS[chain[i + 1]["relation"]].noun_phrase(hop["tail"])
             thoughts = [observation, ("PLAN", f"Next I need {need}."), ("ACTION", f"Search for {need}.")]
-    facts = " ".join(RELATIONS[h["relation"]].fact_sentence(h["head"], h["tail"]) for h in chain)
-    answer = chain[-1]["tail"]
-    stated = RELATIONS[chain[-1]["relation"]].fact_sentence(chain[-1]["head"], answer) if sentence_answer else answer
+    facts = " ".join(RELATIONS[h["relation"]].fact_sentence(h["head"], h["tail"]) for h in followed)
+    answer = followed[-1]["tail"]
+    stated = RELATIONS[followed[-1]["relation"]].fact_sentence(followed[-1]["head"], answer) if sentence_answer else answer
     turns.append(TeacherTurn(thoughts=[observation, ("VERIFICATION", f"{facts} So the answer is {answer}.")],
                              answer=stated))
     return turns
