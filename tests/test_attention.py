@@ -116,6 +116,10 @@ def test_auto_picks_per_backend_and_shape():
     # cpu_flash is a training kernel: a cache (queries != keys) or another backend goes where "auto" would.
     assert resolve("cpu_flash", num_keys=4096, num_queries=1, block=512, aligned=False, backend="cpu") == "reference"
     assert resolve("cpu_flash", num_keys=4096, block=512, aligned=True, backend="gpu") == "dot_product"
+    # ... and so do operands it cannot run (a bfloat16 paper-scale model planned on CPU keeps blockwise).
+    assert resolve("auto", num_keys=4096, block=512, aligned=True, backend="cpu", cpu_flash_operands=False) == "blockwise"
+    assert resolve("cpu_flash", num_keys=4096, block=512, aligned=True, backend="cpu",
+                   cpu_flash_operands=False) == "blockwise"
     assert resolve("auto", num_keys=4096, block=512, aligned=True, backend="gpu") == "dot_product"
     assert resolve("auto", num_keys=4096, block=512, aligned=False, backend="gpu") == "blockwise"
     assert resolve("pallas", num_keys=4096, block=512, aligned=False) == "blockwise"
@@ -226,11 +230,17 @@ def test_cpu_flash_rejects_what_it_cannot_run():
     q, k, v = _qkv(0, 1, 16, 16, 4, 2, d=16)
     with pytest.raises(ValueError, match="float32"):
         flash_attention.flash_attention(q.astype(jnp.bfloat16), k, v)
-    # attend() with the kernel named explicitly falls back to the reference kernel for such operands.
+    # attend() with the kernel named explicitly runs such operands where "auto" would (here the reference).
     mask = KeyMask(jnp.broadcast_to(jnp.arange(16, dtype=jnp.int32), (1, 16)), None, aligned=True)
     q12, k12, v12 = _qkv(0, 1, 16, 16, 4, 2, d=12)
     np.testing.assert_allclose(attend(q12, k12, v12, mask, implementation="cpu_flash"),
                                reference_attention(q12, k12, v12, mask), atol=1e-6)
+    # A bfloat16 training forward past one block keeps the blockwise kernel: no [T, T] scores.
+    t = 1024
+    qb, kb, vb = (x.astype(jnp.bfloat16) for x in _qkv(0, 1, t, t, 4, 2, d=16))
+    long_mask = KeyMask(jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (1, t)), None, aligned=True)
+    hlo = jax.jit(lambda q, k, v: attend(q, k, v, long_mask, block=128)).lower(qb, kb, vb).as_text()
+    assert "atomsearch_flash" not in hlo and f"{t},{t}" not in hlo.replace(" ", "")
 
 
 def _training_temp_bytes(attention: str, t: int) -> int:

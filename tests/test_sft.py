@@ -53,7 +53,11 @@ def test_sharded_sft_equals_single_device_and_fits_a_batch():
     np.testing.assert_allclose(m_sharded["loss"], m_single["loss"], rtol=1e-5)
     np.testing.assert_allclose(m_sharded["grad_norm"], m_single["grad_norm"], rtol=1e-4)
     assert m_single["tokens"] == float((batch["loss_mask"] > 0).sum())
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6),
+    # Adam's first step moves a weight by lr * g / (|g| + eps): where |g| is near eps, the mesh's other float
+    # summation order moves it by a visible share of lr (9.4e-6 at lr 1e-2 on one element of 1024, measured
+    # on an AMD EPYC machine), so the weights agree to 2e-3 of the step, not to float rounding.
+    lr = c.optimizer.learning_rate
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-3 * lr),
                            jax.device_get(sharded.params), jax.device_get(single.params))
     losses = [single.update(batch)["loss"] for _ in range(10)]
     assert losses[-1] < 0.5 * m_single["loss"], losses

@@ -156,3 +156,30 @@ def test_judge_reads_claims_from_free_text(world, judge):
     # a question the world does not hold: relevance falls back to what is reachable from its entities
     unknown = f"Which city was the person who directed {film} born in?"
     assert judge.score(unknown, [("P", f"{film} was directed by {person}."), ("P", f"Look up {twin}.")], golden) == [1.0, 0.2]
+
+
+def test_judge_scores_a_route_that_stops_at_the_bridge_as_a_partial_plan(world, retriever, judge):
+    """The first PLAN names the route: leaving out a hop of the question's chain scores SCORE_PARTIAL_PLAN (the
+    early-answer teacher's plan); the whole route, later step plans and a plan naming no entity keep theirs."""
+    from atomsearch_jax.data.world.oracle import SCORE_GENERIC, SCORE_PARTIAL_PLAN, SCORE_RELEVANT
+
+    fmt = get_format("atom_searcher")
+    checked = 0
+    for record in world.records()[::5]:
+        chain = record.metadata["chain"]
+        if len(chain) < 2:
+            continue
+        whole = fmt.atomic_thoughts(teacher_trajectory(record, fmt, retriever))
+        early = fmt.atomic_thoughts(render_trajectory(teacher_turns(record, retriever, chain=chain[:1]), fmt))
+        whole_scores = judge.score(record.question, whole, record.golden_answers)
+        early_scores = judge.score(record.question, early, record.golden_answers)
+        assert whole[0].tag == early[0].tag == "PLAN"
+        assert whole_scores[0] == SCORE_RELEVANT and early_scores[0] == SCORE_PARTIAL_PLAN, record.question
+        reason = judge.assess_all(record.question, early, record.golden_answers)[0].reason
+        assert chain[1]["relation"] in reason
+        # Step plans ("Next I need ...") name one hop each and are not routes.
+        assert all(s == SCORE_RELEVANT for t, s in zip(whole[1:], whole_scores[1:]) if t.tag == "PLAN")
+        question_first = fmt.atomic_thoughts(render_trajectory(teacher_turns(record, retriever, question_query=True), fmt))
+        assert judge.score(record.question, question_first[:1], record.golden_answers) == [SCORE_GENERIC]
+        checked += 1
+    assert checked >= 10

@@ -16,9 +16,9 @@ returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
   segment ids), inside `shard_map` when the model runs on a mesh; other calls go blockwise.
 - "cpu_flash": the C++ flash-attention handlers of `kernels/flash_attention.py` for the training forward
   and backward on XLA:CPU (aligned masks, float32, head dim a multiple of 8), per device on a mesh; other
-  calls go to "reference" / "blockwise" as "auto" would.
+  calls (and operands) go where "auto" would without it.
 - "auto": on XLA:CPU "cpu_flash" for aligned masks of at least CPU_FLASH_MIN_QUERIES queries when the
-  handlers build; else "reference" wherever a row's [T, S] scores per head are no bigger than one block's
+  operands fit and the handlers build; else "reference" wherever a row's [T, S] scores per head are no bigger than one block's
   square (T * S <= block**2): decoding (T = 1) against any cache window, short prefills, tiny test shapes;
   else "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU. Blockwise decoding re-laid the whole cache
   out into padded key blocks in every layer of every step, for scores that are only [B, K, G, 1, S]
@@ -78,18 +78,20 @@ def check_implementation(name: str) -> str:
 
 
 def resolve(name: str, *, num_keys: int, block: int, aligned: bool, backend: str | None = None,
-            num_queries: int | None = None) -> str:
+            num_queries: int | None = None, cpu_flash_operands: bool = True) -> str:
     """The kernel "auto" stands for at these shapes (and fused kernels' fallback when not aligned).
 
-    num_queries: T (default num_keys, i.e. self-attention without a cache).
+    num_queries: T (default num_keys, i.e. self-attention without a cache). cpu_flash_operands: whether the
+    operands fit the cpu_flash handlers (`flash_attention.supports`: float32, head dim a multiple of 8);
+    when not, "cpu_flash" and "auto" choose among the other kernels.
     """
     check_implementation(name)
     num_queries = num_keys if num_queries is None else num_queries
     backend = backend or jax.default_backend()
-    if (name == "auto" and aligned and backend == "cpu" and num_queries == num_keys >= CPU_FLASH_MIN_QUERIES
-            and _cpu_flash_available()):
+    flash_fits = cpu_flash_operands and aligned and backend == "cpu" and num_queries == num_keys
+    if name == "auto" and flash_fits and num_queries >= CPU_FLASH_MIN_QUERIES and _cpu_flash_available():
         return "cpu_flash"
-    if name == "cpu_flash" and not (aligned and backend == "cpu" and num_queries == num_keys):
+    if name == "cpu_flash" and not flash_fits:
         name = "auto"
     if name == "auto":
         if num_keys <= block or num_queries * num_keys <= block * block:
@@ -114,7 +116,8 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
     if kv_layout not in ("bskd", "bksd"):
         raise ValueError(f"kv_layout={kv_layout!r}; expected 'bskd' or 'bksd'")
     num_keys = k.shape[1] if kv_layout == "bskd" else k.shape[2]
-    name = resolve(implementation, num_keys=num_keys, block=block, aligned=mask.aligned, num_queries=q.shape[1])
+    name = resolve(implementation, num_keys=num_keys, block=block, aligned=mask.aligned, num_queries=q.shape[1],
+                   cpu_flash_operands=flash_attention.supports(q, k if kv_layout == "bskd" else k.swapaxes(1, 2)))
     if name == "reference":
         return reference_attention(q, k, v, mask, kv_layout=kv_layout)
     if kv_layout == "bksd":
@@ -122,8 +125,6 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
     if name == "blockwise":
         return blockwise_attention(q, k, v, mask, block=block)
     if name == "cpu_flash":
-        if not flash_attention.supports(q, k):
-            return reference_attention(q, k, v, mask)
         kernel = lambda q, k, v, mask: flash_attention.flash_attention(q, k, v, mask.kv_valid)  # noqa: E731
         return kernel(q, k, v, mask) if shard is None else shard(kernel, q, k, v, mask)
     if name == "dot_product":

@@ -17,6 +17,11 @@ Scores (one per thought, in [0, 1]):
   SCORE_GENERIC        names no entity at all (filler);
   SCORE_RELEVANT       true claims about the chain, a correct answer statement, or a plan/query
                        naming only chain entities.
+The trajectory's first PLAN thought is its route: when it names chain entities but leaves out a hop of the
+question's chain (no keyword of that hop's relation outside the entity names: "I will find the country of
+Loza." for the capital of the country of Loza), it scores SCORE_PARTIAL_PLAN instead of SCORE_RELEVANT. An
+RRM reading the plan against the question would not call a route that stops at the bridge entity right;
+scored right, it made an agent that stops early look as sound as one that searches on (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ SCORE_OFF_CHAIN = 0.2
 SCORE_TRUE_IRRELEVANT = 0.3
 SCORE_GENERIC = 0.5
 SCORE_RELEVANT = 1.0
+SCORE_PARTIAL_PLAN = 0.2
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _ANSWER_STATEMENT = re.compile(r"\banswer is\s+(.+?)\s*[.!]?\s*$", re.IGNORECASE)
@@ -62,6 +68,10 @@ def _answer_key(text: str) -> str:
 
 def _thought_text(thought) -> str:
     return thought.text if hasattr(thought, "text") else thought[1]
+
+
+def _thought_tag(thought) -> str:
+    return thought.tag if hasattr(thought, "tag") else thought[0]
 
 
 class OracleJudge:
@@ -144,9 +154,30 @@ class OracleJudge:
             return verdict(SCORE_RELEVANT, "about chain entities")
         return verdict(SCORE_GENERIC, "names no entity")
 
+    def assess_route(self, assessment: ThoughtAssessment, text: str, chain: Sequence) -> ThoughtAssessment:
+        """The first PLAN thought's assessment, lowered to SCORE_PARTIAL_PLAN when it names chain entities
+        (and nothing false or off the chain) but no keyword of some hop's relation (see the module docstring)."""
+        if assessment.score != SCORE_RELEVANT or assessment.claims or not assessment.mentions or not chain:
+            return assessment
+        masked = self._mention.sub(" ", text)
+        missing = [hop["relation"] for hop in chain if not self._keywords[hop["relation"]].search(masked)]
+        if not missing:
+            return assessment
+        return dataclasses.replace(assessment, score=SCORE_PARTIAL_PLAN, reason=f"plan leaves out hops: {missing}")
+
     def assess_all(self, question: str, thoughts: Sequence, golden_answers: Sequence[str]) -> list[ThoughtAssessment]:
         relevant = self.chain_entities(question)
-        return [self.assess(_thought_text(t), relevant, golden_answers) for t in thoughts]
+        record = self._world.record_for(question)
+        chain = record.metadata["chain"] if record is not None else ()
+        out, planned = [], False
+        for thought in thoughts:
+            text = _thought_text(thought)
+            assessment = self.assess(text, relevant, golden_answers)
+            if not planned and _thought_tag(thought).upper() == "PLAN":
+                planned = True
+                assessment = self.assess_route(assessment, text, chain)
+            out.append(assessment)
+        return out
 
     def score(self, question: str, thoughts: Sequence, golden_answers: Sequence[str]) -> list[float]:
         """One score in [0, 1] per thought (`AtomicThought` or `(tag, text)`)."""
