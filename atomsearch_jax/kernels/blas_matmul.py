@@ -19,7 +19,6 @@ import ctypes
 import functools
 import logging
 import math
-import platform
 from pathlib import Path
 
 import jax
@@ -38,14 +37,7 @@ SKINNY_MAX_ROWS = 8  # skinny::kMaxRows in blas_matmul.cc
 def has_skinny_loop() -> bool:
     """Whether the handler runs <= SKINNY_MAX_ROWS-row products against a transposed weight in its own loop
     (x86 with AVX2 and FMA, as blas_matmul.cc checks at run time) instead of sgemm."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        flags = next((line.split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx2" in flags and "fma" in flags
+    return build.x86_with("avx2", "fma")
 
 
 # Fewest rows for which "auto" takes the handler, by whether w is read transposed; from

@@ -41,6 +41,19 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
+def x86_with(*features: str) -> bool:
+    """Whether this is an x86-64 CPU whose /proc/cpuinfo flags include every one of `features` (e.g. "avx2",
+    "fma": what the handlers' hand-written loops need; they check again at run time)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        flags = next((line.split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(f in flags for f in features)
+
+
 def cache_dir() -> Path:
     root = os.environ.get("ATOMSEARCH_KERNEL_CACHE") or os.path.join(Path.home(), ".cache", "atomsearch_jax", "kernels")
     return Path(root)

@@ -12,9 +12,10 @@ may attend something; a query that attends nothing (padding) gets zeros.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
-import platform
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,26 +23,18 @@ import jax.numpy as jnp
 from atomsearch_jax.kernels import build
 
 Array = jax.Array
-_SOURCE = build.Path(__file__).with_name("flash_attention.cc")
+_SOURCE = Path(__file__).with_name("flash_attention.cc")
 _FORWARD, _BACKWARD = "atomsearch_flash_forward", "atomsearch_flash_backward"
 
 
 def cpu_supported() -> bool:
     """x86 with AVX2 and FMA (what the handlers need; they are compiled for it at run time)."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        flags = next((line.split() for line in build.Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx2" in flags and "fma" in flags
+    return build.x86_with("avx2", "fma")
 
 
 @functools.cache
 def registration_error() -> str | None:
     """Builds and registers both handlers once per process; None when ready, else why not."""
-    import ctypes
     if not cpu_supported():
         return "the CPU is not x86 with AVX2 and FMA"
     try:
