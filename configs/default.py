@@ -16,9 +16,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
     # XLA:CPU devices made of this process's cores (0 = JAX's default, one; CPU only, set before any device
     # use; XLA_FLAGS' --xla_force_host_platform_device_count wins). Two split each decode step's rows: decode
-    # steps 1.23x and updates 1.05x faster on 2 cores (scripts/bench_cpu_devices.py), the whole job 994 -> 921 s.
-    # Not the default: the job's float summation order changes with it, and with it seed 0's GRPO gain fell
-    # from +0.453 to +0.004 held-out F1 (BENCHMARKS.md, "Two CPU devices").
+    # steps 1.23x and updates 1.05x faster on 2 cores (scripts/bench_cpu_devices.py, reference attention).
+    # Not the default: the job's float summation order changes with it, and with cpu_flash and the judge's route
+    # check its held-out GRPO gains were +0.299 / +0.265 / +0.032 (seeds 0-2) against +0.451 / +0.350 / +0.046
+    # with one device (BENCHMARKS.md, "The default job with cpu_flash on two devices ...").
     c.cpu_devices = 0
 
     # Questions and corpus: the synthetic world, or QA files + a retriever for real data.
