@@ -18,9 +18,9 @@ returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
   and backward on XLA:CPU (aligned masks, float32, head dim a multiple of 8), per device on a mesh; other
   calls (and operands) go where "auto" would without it.
 - "auto": on XLA:CPU "cpu_flash" for aligned masks of at least CPU_FLASH_MIN_QUERIES queries when the
-  operands fit and the handlers build; else "reference" wherever a row's [T, S] scores per head are no bigger than one block's
-  square (T * S <= block**2): decoding (T = 1) against any cache window, short prefills, tiny test shapes;
-  else "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU. Blockwise decoding re-laid the whole cache
+  operands fit and the handlers build; else "reference" wherever a row's [T, S] scores per head are no
+  bigger than one block's square (T * S <= block**2): decoding (T = 1) against any cache window, short
+  prefills, tiny test shapes; else "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU. Blockwise decoding re-laid the whole cache
   out into padded key blocks in every layer of every step, for scores that are only [B, K, G, 1, S]
   (scripts/bench_decode_step.py measures both).
 
@@ -44,8 +44,9 @@ from atomsearch_jax.kernels import flash_attention
 Array = jax.Array
 IMPLEMENTATIONS = ("auto", "reference", "blockwise", "dot_product", "pallas", "cpu_flash")
 # Fewest queries for which "auto" takes "cpu_flash" on CPU. A forward + backward of the default job's model
-# (head dim 32, 2 rows) ran 0.7x the reference kernel's speed at 304 queries and 1.6-2.4x from 448 up
-# (scripts/bench_sft_attention.py, BENCHMARKS.md): below that the reference's scores stay in cache.
+# (head dim 32, 2 rows) ran within noise of the reference kernel at 304-448 queries, whose scores still fit the
+# caches, and 1.06x / 1.22x faster at 672 / 704, 2.1x the blockwise kernel at 704 (scripts/bench_sft_attention.py,
+# BENCHMARKS.md).
 CPU_FLASH_MIN_QUERIES = 384
 # A large finite negative instead of -inf: a fully masked row (padding query) then gives a uniform
 # softmax rather than NaNs that would poison gradients through `where`.
