@@ -7,7 +7,8 @@ Shapes are Qwen2.5-0.5B's (hidden 896, MLP 4864, vocabulary 151936, tied head re
 embedding): q/o [896, 896], fused gate/up [896, 9728], down [4864, 896], head [151936, 896]^T, each at
 every row count (rows = batch x new tokens: 1-8 in decoding, B x T in prefill and training). Both sides
 are jitted `kernels.blas_matmul.matmul` calls (policy "blas" vs "xla") on the same operands; results must
-agree (rtol 1e-4) before timing. Timing: bench_util.alternate (warm-up both sides, --repeats rounds
+agree (rtol 1e-4) before timing. Each timed call multiplies by distinct copies of the weight, 256 MB in all,
+one after another (per-product time = their total / copies), so no weight is re-read from the CPU's caches. Timing: bench_util.alternate (warm-up both sides, --repeats rounds
 alternating), medians; the ratio (XLA time / handler time) is what `ModelConfig.matmul="auto"`'s row
 thresholds (`blas_matmul.MIN_ROWS`) are read from. Last line:
 RESULT matmul decode_b8_ratio=… train_ratio=…   (geometric means of the ratios over the 8-row and the
@@ -19,12 +20,13 @@ import argparse
 import math
 import os
 import sys
+import time
 
 import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_util import alternate, load_average, print_table, probe_machine, speedup, wall  # noqa: E402
+from bench_util import alternate, load_average, print_table, probe_machine, speedup  # noqa: E402
 
 from atomsearch_jax.kernels import blas_matmul  # noqa: E402
 
@@ -36,12 +38,15 @@ PRODUCTS = {  # name: (K, N, transposed)
 }
 
 
+STREAMED_BYTES = 256 << 20
+
+
 def _ms(timing) -> str:
     return f"{1e3 * timing.median:.3g} ({1e3 * min(timing.times):.3g}-{1e3 * max(timing.times):.3g})"
 
 
 def _handler_kernel(rows: int, transposed: bool) -> str:
-    skinny = transposed and rows <= blas_matmul.SKINNY_MAX_ROWS and blas_matmul.has_skinny_loop()
+    skinny = rows <= blas_matmul.SKINNY_MAX_ROWS and blas_matmul.has_skinny_loop()
     return "loop" if skinny else "sgemm"
 
 
@@ -62,13 +67,22 @@ def main() -> None:
             if transposed and rows > 256:
                 continue  # the training head runs in chunks of <= 256 rows (logprob_chunk x batch)
             x = jax.device_put(rng.standard_normal((rows, k), np.float32))
-            w = jax.device_put(rng.standard_normal((n, k) if transposed else (k, n), np.float32))
+            w = rng.standard_normal((n, k) if transposed else (k, n), np.float32)
+            # Distinct copies streamed in turn, STREAMED_BYTES in all: one weight re-read from a 32 MB L3 would
+            # flatter both sides, whereas a model's step reads every weight once from memory.
+            ws = [jax.device_put(w) for _ in range(max(1, math.ceil(STREAMED_BYTES / w.nbytes)))]
             calls = {policy: jax.jit(lambda x, w, p=policy: blas_matmul.matmul(x, w, transposed=transposed, policy=p))
                      for policy in ("blas", "xla")}
-            np.testing.assert_allclose(np.asarray(calls["blas"](x, w)), np.asarray(calls["xla"](x, w)), rtol=1e-4,
-                                       atol=1e-3 * math.sqrt(k))
-            times = alternate({p: wall(lambda f=f: f(x, w).block_until_ready()) for p, f in calls.items()},
-                              repeats=args.repeats)
+            np.testing.assert_allclose(np.asarray(calls["blas"](x, ws[0])), np.asarray(calls["xla"](x, ws[0])),
+                                       rtol=1e-4, atol=1e-3 * math.sqrt(k))
+
+            def per_product(f):
+                start = time.perf_counter()
+                for w in ws:
+                    f(x, w).block_until_ready()
+                return (time.perf_counter() - start) / len(ws)
+
+            times = alternate({p: lambda f=f: per_product(f) for p, f in calls.items()}, repeats=args.repeats)
             blas, xla = times["blas"]["s"], times["xla"]["s"]
             ratio = speedup(blas, xla)
             ratios[(rows, name)] = ratio

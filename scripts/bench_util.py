@@ -129,6 +129,8 @@ def dense_products(cfg) -> str:
                 else "sgemm")
         kernel = (f"OpenBLAS sgemm (FFI) from {low[False]} rows (a head read transposed from {low[True]}: {head}) "
                   f"and {blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements, XLA dot below")
+    if kernel != "XLA dot":
+        kernel += f"; OpenBLAS core {blas_matmul.openblas_core()}"
     return f"dense products: {kernel} (matmul={cfg.matmul!r})"
 
 

@@ -19,6 +19,7 @@ import ctypes
 import functools
 import logging
 import math
+import os
 from pathlib import Path
 
 import jax
@@ -68,6 +69,36 @@ def _openblas_flags() -> tuple[str, ...]:
     return ("-L", lib, f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib}")
 
 
+# OpenBLAS's DYNAMIC_ARCH picks its kernels ("core") from the CPU at load time, unless $OPENBLAS_CORETYPE
+# names one. On an AVX-512 CPU forced onto the AVX2 "Haswell" core (this project's Zen 5 VMs set
+# OPENBLAS_CORETYPE=Haswell; unset, OpenBLAS picks SkylakeX there) sgemm ran the model's training products
+# 1.3-2.0x slower (BENCHMARKS.md "Dense products"). These are the features of OpenBLAS's AVX-512 cores.
+_AVX512_FEATURES = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
+def _library_path() -> Path:
+    import scipy_openblas32
+    return Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"
+
+
+def core_type_warning() -> str | None:
+    """Why $OPENBLAS_CORETYPE slows the handler down on this CPU (an AVX2 core forced on an AVX-512 CPU),
+    else None. The variable is the user's to set; it is kept, and warned about once."""
+    forced = os.environ.get("OPENBLAS_CORETYPE", "")
+    if not forced or forced.lower() in _AVX512_CORES or not build.x86_with(*_AVX512_FEATURES):
+        return None
+    return (f"OPENBLAS_CORETYPE={forced} keeps OpenBLAS on AVX2 kernels on this AVX-512 CPU: its products run "
+            "up to 2x slower than with the variable unset (OpenBLAS then picks its AVX-512 kernels)")
+
+
+def openblas_core() -> str:
+    """The kernel set ("core") of the OpenBLAS the handler calls, as that library reports it."""
+    library = ctypes.CDLL(str(_library_path()))
+    library.scipy_openblas_get_corename.restype = ctypes.c_char_p
+    return library.scipy_openblas_get_corename().decode()
+
+
 @functools.cache
 def registration_error() -> str | None:
     """Builds and registers the handler once per process; None when ready, else why not."""
@@ -77,6 +108,8 @@ def registration_error() -> str | None:
     except (OSError, build.BuildError, AttributeError) as e:
         return str(e)
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    if (warning := core_type_warning()) is not None:
+        logging.warning("blas_matmul: %s", warning)
     return None
 
 
