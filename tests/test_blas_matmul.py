@@ -34,15 +34,15 @@ def test_product_matches_float64_numpy(x_shape, n, transposed):
 @pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8, 9])
 def test_few_rows_match_float64_numpy(rows, transposed):
-    """The handler's own loops for <= 8 rows (9 rows go to sgemm), w read transposed (the decode-time LM
-    head) or as stored (the layers' weights): every row count, a K with a tail past the transposed loop's
-    16-float steps and past the stored loop's 16-row blocks, weights big enough to be split over threads
-    (N not a multiple of the 16-column tiles), and a few columns (all in the stored loop's scalar tail)."""
+    """Few-row products: w read transposed runs the handler's own loop for <= 8 rows (the decode-time LM
+    head; 9 rows go to sgemm), w as stored runs sgemm. Every row count, a K with a tail past the loop's
+    16-float steps, weights big enough to be split over threads, a few columns, and a long K (4864, the
+    MLP's down projection)."""
     for k, n in ((53, 40_000), (37, 3), (896, 70), (4864, 1000)):
         x, w = _operands((rows, k), n, transposed, seed=rows)
         want = x.astype(np.float64) @ (w.T if transposed else w).astype(np.float64)
         got = jax.jit(lambda x, w: blas_matmul.matmul(x, w, transposed=transposed, policy="blas"))(x, w)
-        # float32 sums over k terms of N(0, k) partial sums: error ~ sqrt(k) * eps * sqrt(k)
+        # the rounding of a float32 sum of k products of N(0, 1) numbers grows like eps * k
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=max(1e-4, 5e-7 * k),
                                    err_msg=f"rows={rows} k={k} n={n}")
 
