@@ -7,8 +7,9 @@ Shapes are Qwen2.5-0.5B's (hidden 896, MLP 4864, vocabulary 151936, tied head re
 embedding): q/o [896, 896], fused gate/up [896, 9728], down [4864, 896], head [151936, 896]^T, each at
 every row count (rows = batch x new tokens: 1-8 in decoding, B x T in prefill and training). Both sides
 are jitted `kernels.blas_matmul.matmul` calls (policy "blas" vs "xla") on the same operands; results must
-agree (rtol 1e-4) before timing. Each timed call multiplies by distinct copies of the weight, 256 MB in all,
-one after another (per-product time = their total / copies), so no weight is re-read from the CPU's caches. Timing: bench_util.alternate (warm-up both sides, --repeats rounds
+agree (rtol 1e-4) before timing. Up to 64 rows each timed call multiplies by distinct copies of the weight,
+256 MB in all, one after another (per-product time = their total / copies), so no weight is re-read from
+the CPU's caches. Timing: bench_util.alternate (warm-up both sides, --repeats rounds
 alternating), medians; the ratio (XLA time / handler time) is what `ModelConfig.matmul="auto"`'s row
 thresholds (`blas_matmul.MIN_ROWS`) are read from. Last line:
 RESULT matmul decode_b8_ratio=… train_ratio=…   (geometric means of the ratios over the 8-row and the
@@ -39,6 +40,7 @@ PRODUCTS = {  # name: (K, N, transposed)
 
 
 STREAMED_BYTES = 256 << 20
+STREAMED_MAX_ROWS = 64
 
 
 def _ms(timing) -> str:
@@ -68,9 +70,11 @@ def main() -> None:
                 continue  # the training head runs in chunks of <= 256 rows (logprob_chunk x batch)
             x = jax.device_put(rng.standard_normal((rows, k), np.float32))
             w = rng.standard_normal((n, k) if transposed else (k, n), np.float32)
-            # Distinct copies streamed in turn, STREAMED_BYTES in all: one weight re-read from a 32 MB L3 would
-            # flatter both sides, whereas a model's step reads every weight once from memory.
-            ws = [jax.device_put(w) for _ in range(max(1, math.ceil(STREAMED_BYTES / w.nbytes)))]
+            # Few-row products stream their weight: distinct copies, STREAMED_BYTES in all, multiplied in turn,
+            # since one weight re-read from a 32 MB L3 would flatter both sides, whereas a model's step reads
+            # every weight once from memory. Many-row products are compute-bound: one copy.
+            copies = math.ceil(STREAMED_BYTES / w.nbytes) if rows <= STREAMED_MAX_ROWS else 1
+            ws = [jax.device_put(w) for _ in range(copies)]
             calls = {policy: jax.jit(lambda x, w, p=policy: blas_matmul.matmul(x, w, transposed=transposed, policy=p))
                      for policy in ("blas", "xla")}
             np.testing.assert_allclose(np.asarray(calls["blas"](x, ws[0])), np.asarray(calls["xla"](x, ws[0])),
