@@ -119,7 +119,12 @@ def dense_products(cfg) -> str:
     """Which kernel runs the model's float32 dense products under cfg.matmul, for the header line."""
     from atomsearch_jax.kernels import blas_matmul
 
-    if not blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul):
+    few = blas_matmul.SKINNY_MAX_ROWS
+    if (cfg.matmul == "auto" and blas_matmul.core_type_warning()
+            and blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul, rows=few, transposed=True)):
+        kernel = (f"XLA dot, but a head read transposed at {blas_matmul.MIN_ROWS[True]}-{few} rows in the handler's "
+                  f"loop (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} forces AVX2 kernels on this AVX-512 CPU)")
+    elif not blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul):
         kernel = "XLA dot"
     elif cfg.matmul == "blas":
         kernel = "OpenBLAS sgemm (FFI) for every product"

@@ -113,6 +113,7 @@ def test_model_through_openblas_equals_xla_dot(tied):
 
 
 def test_auto_leaves_few_row_products_to_xla(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)  # an AVX2 core forced on AVX-512: the test below
     """One row is a matrix-vector product (XLA's dot runs it at bandwidth); a transposed (tied-head)
     operand takes the handler from 2 rows where its few-row loop runs, else from 8: MIN_ROWS."""
     monkeypatch.setattr(jax, "device_count", lambda: 1)
@@ -150,12 +151,23 @@ def test_a_failed_build_names_the_command_and_the_compiler_error(tmp_path, monke
     assert not list((tmp_path / "cache").glob("*.so"))  # no half-built library is left to be loaded
 
 
-def test_an_avx2_core_forced_on_an_avx512_cpu_is_warned_about(monkeypatch):
+def test_an_avx2_core_forced_on_an_avx512_cpu_is_warned_about_and_left_to_xla(monkeypatch):
+    """sgemm on OpenBLAS's AVX2 kernels ran behind XLA's AVX-512 dot: "auto" then keeps only the handler's
+    own few-row loop (the decode-time head)."""
     from atomsearch_jax.kernels import build
-    features = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+    features = {"avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
     monkeypatch.setattr(build, "x86_with", lambda *names: set(names) <= features)
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    f32, big = jnp.float32, 896 * 9728
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     assert "OPENBLAS_CORETYPE=Haswell" in blas_matmul.core_type_warning()
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=4096, weight_elements=big)
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=8, weight_elements=big)
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=256, transposed=True, weight_elements=big)
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=8, transposed=True, weight_elements=big)
+    assert blas_matmul.uses_blas(f32, f32, "blas", rows=4096, weight_elements=big)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "SkylakeX")
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=4096, weight_elements=big)
     for core in ("SkylakeX", "cooperlake", ""):
         monkeypatch.setenv("OPENBLAS_CORETYPE", core)
         assert blas_matmul.core_type_warning() is None, core

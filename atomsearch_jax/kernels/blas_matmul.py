@@ -71,8 +71,8 @@ def _openblas_flags() -> tuple[str, ...]:
 
 # OpenBLAS's DYNAMIC_ARCH picks its kernels ("core") from the CPU at load time, unless $OPENBLAS_CORETYPE
 # names one. On an AVX-512 CPU forced onto the AVX2 "Haswell" core (this project's Zen 5 VMs set
-# OPENBLAS_CORETYPE=Haswell; unset, OpenBLAS picks SkylakeX there) sgemm ran the model's training products
-# 1.3-2.0x slower (BENCHMARKS.md "Dense products"). These are the features of OpenBLAS's AVX-512 cores.
+# OPENBLAS_CORETYPE=Haswell; unset, OpenBLAS picks SkylakeX there) sgemm ran the model's 256- and 4096-row
+# products 1.5-3.1x slower (BENCHMARKS.md "Dense products"). These are the features of its AVX-512 cores.
 _AVX512_FEATURES = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 _AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
@@ -83,13 +83,15 @@ def _library_path() -> Path:
 
 
 def core_type_warning() -> str | None:
-    """Why $OPENBLAS_CORETYPE slows the handler down on this CPU (an AVX2 core forced on an AVX-512 CPU),
-    else None. The variable is the user's to set; it is kept, and warned about once."""
+    """Why $OPENBLAS_CORETYPE slows sgemm down on this CPU (an AVX2 core forced on an AVX-512 CPU), else
+    None. The variable is the user's to set: it is kept, warned about once, and "auto" then leaves sgemm's
+    products to XLA's dot, which runs AVX-512 kernels (sgemm's AVX2 ones ran at 0.66-1.1x of it)."""
     forced = os.environ.get("OPENBLAS_CORETYPE", "")
     if not forced or forced.lower() in _AVX512_CORES or not build.x86_with(*_AVX512_FEATURES):
         return None
-    return (f"OPENBLAS_CORETYPE={forced} keeps OpenBLAS on AVX2 kernels on this AVX-512 CPU: its products run "
-            "up to 2x slower than with the variable unset (OpenBLAS then picks its AVX-512 kernels)")
+    return (f"OPENBLAS_CORETYPE={forced} keeps OpenBLAS on AVX2 kernels on this AVX-512 CPU, 1.5-3x slower than "
+            "its AVX-512 ones and behind XLA's dot: matmul='auto' runs only the few-row head loop in the handler; "
+            "unset the variable for OpenBLAS's AVX-512 kernels")
 
 
 def openblas_core() -> str:
@@ -144,6 +146,9 @@ def uses_blas(x_dtype, w_dtype, policy: str = "auto", *, rows: int | None = None
     if rows is not None and rows < MIN_ROWS[transposed]:
         return False
     if weight_elements is not None and weight_elements < MIN_WEIGHT_ELEMENTS:
+        return False
+    own_loop = transposed and rows is not None and rows <= SKINNY_MAX_ROWS and has_skinny_loop()
+    if not own_loop and core_type_warning() is not None:
         return False
     if not available():
         _warn_unavailable()
