@@ -10,7 +10,8 @@ AVX2 and FMA: sgemm's packing of the weight costs as much as such a product.
 Policy (ModelConfig.matmul): "xla" always XLA's dot; "blas" always the handler (raises when it cannot be
 used); "auto" the handler for float32 operands in a single-device XLA:CPU process (XLA cannot partition a
 custom call, so multi-device programs keep the dot) with at least MIN_ROWS rows, XLA's dot otherwise or
-when the handler does not build (warned once). The policy changes speed, never results beyond float
+when the handler does not build (warned once); where OPENBLAS_CORETYPE forces OpenBLAS's AVX2 kernels on an
+AVX-512 CPU, XLA's dot for all but the handler's own few-row loop (`core_type_warning`). The policy changes speed, never results beyond float
 rounding.
 """
 from __future__ import annotations
