@@ -118,8 +118,11 @@ def test_auto_leaves_few_row_products_to_xla(monkeypatch):
     operand takes the handler from 2 rows where its few-row loop runs, else from 8: MIN_ROWS."""
     monkeypatch.setattr(jax, "device_count", lambda: 1)
     f32 = jnp.float32
+    stored = blas_matmul.MIN_ROWS[False]  # 4, or 9 on AVX-512 CPUs (XLA's dot runs AVX-512 kernels there)
+    assert stored == (9 if blas_matmul.build.x86_with("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd") else 4)
     assert not blas_matmul.uses_blas(f32, f32, "auto", rows=2)
-    assert blas_matmul.uses_blas(f32, f32, "auto", rows=4)
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=stored - 1)
+    assert blas_matmul.uses_blas(f32, f32, "auto", rows=stored)
     assert not blas_matmul.uses_blas(f32, f32, "auto", rows=1, transposed=True)
     skinny = blas_matmul.has_skinny_loop()
     assert blas_matmul.uses_blas(f32, f32, "auto", rows=2, transposed=True) == skinny
@@ -162,7 +165,7 @@ def test_an_avx2_core_forced_on_an_avx512_cpu_is_warned_about_and_left_to_xla(mo
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     assert "OPENBLAS_CORETYPE=Haswell" in blas_matmul.core_type_warning()
     assert not blas_matmul.uses_blas(f32, f32, "auto", rows=4096, weight_elements=big)
-    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=8, weight_elements=big)
+    assert not blas_matmul.uses_blas(f32, f32, "auto", rows=256, weight_elements=big)
     assert not blas_matmul.uses_blas(f32, f32, "auto", rows=256, transposed=True, weight_elements=big)
     assert blas_matmul.uses_blas(f32, f32, "auto", rows=8, transposed=True, weight_elements=big)
     assert blas_matmul.uses_blas(f32, f32, "blas", rows=4096, weight_elements=big)

@@ -42,13 +42,26 @@ def has_skinny_loop() -> bool:
     return build.x86_with("avx2", "fma")
 
 
+# OpenBLAS's DYNAMIC_ARCH picks its kernels ("core") from the CPU at load time, unless $OPENBLAS_CORETYPE
+# names one. On an AVX-512 CPU forced onto the AVX2 "Haswell" core (this project's Zen 5 VMs set
+# OPENBLAS_CORETYPE=Haswell; unset, OpenBLAS picks SkylakeX there) sgemm ran the model's 256- and 4096-row
+# products 1.5-3.1x slower (BENCHMARKS.md "Dense products"). These are the features of its AVX-512 cores.
+_AVX512_FEATURES = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
+_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+
+
 # Fewest rows for which "auto" takes the handler, by whether w is read transposed; from
 # `scripts/bench_matmul.py` (Qwen2.5-0.5B products, BENCHMARKS.md "Dense products"). One row is a
 # matrix-vector product, which XLA's dot runs near memory bandwidth (sgemm 0.5-1.1x of it); at 2 rows the
 # two are even (0.7-1.0x); from 4 rows sgemm runs the MLP products 1.8-2.3x faster. The tied head read
 # transposed ([V, E]) takes the handler's few-row loop from 2 rows (2-8 rows: 1.7-2.2x XLA's dot); where
 # that loop is not built, sgemm gains only from 8 rows (4: 0.87x, 8: 1.34x).
-MIN_ROWS = {False: 4, True: 2 if has_skinny_loop() else 8}
+# On AVX-512 CPUs XLA's dot runs AVX-512 kernels too: there the few-row products of the layers' weights ran
+# even with sgemm alone (0.75-1.22x at 4-8 rows) and faster inside the batch-8 decode step (90.9 tok/s with
+# XLA's dot against 57.4 with sgemm, `scripts/bench_generate.py`, BENCHMARKS.md "Generation"), so "auto"
+# leaves them to XLA's dot up to SKINNY_MAX_ROWS rows.
+MIN_ROWS = {False: SKINNY_MAX_ROWS + 1 if build.x86_with(*_AVX512_FEATURES) else 4,
+            True: 2 if has_skinny_loop() else 8}
 # Fewest weight elements (K x N) for which "auto" takes sgemm. Inside a whole training step of the default
 # job's model (hidden 128: weights of 16k-262k elements) sgemm made SFT steps 1.3-1.5x slower although each
 # product alone ran faster (OpenBLAS's threads spinning between calls while XLA's run attention, and the
@@ -68,14 +81,6 @@ def _openblas_flags() -> tuple[str, ...]:
         raise build.BuildError(f"scipy-openblas32 is not installed ({e})") from None
     lib = scipy_openblas32.get_lib_dir()
     return ("-L", lib, f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib}")
-
-
-# OpenBLAS's DYNAMIC_ARCH picks its kernels ("core") from the CPU at load time, unless $OPENBLAS_CORETYPE
-# names one. On an AVX-512 CPU forced onto the AVX2 "Haswell" core (this project's Zen 5 VMs set
-# OPENBLAS_CORETYPE=Haswell; unset, OpenBLAS picks SkylakeX there) sgemm ran the model's 256- and 4096-row
-# products 1.5-3.1x slower (BENCHMARKS.md "Dense products"). These are the features of its AVX-512 cores.
-_AVX512_FEATURES = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
-_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
 
 def _library_path() -> Path:
