@@ -48,8 +48,8 @@ def _ms(timing) -> str:
 
 
 def _handler_kernel(rows: int, transposed: bool) -> str:
-    skinny = rows <= blas_matmul.SKINNY_MAX_ROWS and blas_matmul.has_skinny_loop()
-    return "loop" if skinny else "sgemm"
+    own = rows <= blas_matmul.SKINNY_MAX_ROWS and blas_matmul.has_few_row_loop(transposed)
+    return "loop" if own else "sgemm"
 
 
 def main() -> None:

@@ -120,20 +120,23 @@ def dense_products(cfg) -> str:
     from atomsearch_jax.kernels import blas_matmul
 
     few = blas_matmul.SKINNY_MAX_ROWS
+    loops = " and ".join(f"w{'^T' if t else ''} from {blas_matmul.MIN_ROWS[t]} rows"
+                         for t in (False, True) if blas_matmul.has_few_row_loop(t))
+    loops = f"the handler's own loops to {few} rows ({loops})" if loops else ""
     if (cfg.matmul == "auto" and blas_matmul.core_type_warning()
             and blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul, rows=few, transposed=True)):
-        kernel = (f"XLA dot, but a head read transposed at {blas_matmul.MIN_ROWS[True]}-{few} rows in the handler's "
-                  f"loop (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} forces AVX2 kernels on this AVX-512 CPU)")
+        kernel = (f"XLA dot, but {loops} (OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} forces AVX2 kernels "
+                  "on this AVX-512 CPU)")
     elif not blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul):
         kernel = "XLA dot"
     elif cfg.matmul == "blas":
-        kernel = "OpenBLAS sgemm (FFI) for every product"
+        own = " and ".join(f"w{'^T' if t else ''}" for t in (False, True) if blas_matmul.has_few_row_loop(t))
+        kernel = "OpenBLAS sgemm (FFI) for every product" + (f", its own loops to {few} rows ({own})" if own else "")
     else:
-        low = blas_matmul.MIN_ROWS
-        head = (f"the handler's loop to {blas_matmul.SKINNY_MAX_ROWS} rows" if blas_matmul.has_skinny_loop()
-                else "sgemm")
-        kernel = (f"OpenBLAS sgemm (FFI) from {low[False]} rows (a head read transposed from {low[True]}: {head}) "
-                  f"and {blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements, XLA dot below")
+        low = {t: blas_matmul.MIN_ROWS[t] for t in (False, True)}
+        kernel = (f"OpenBLAS sgemm (FFI) from {low[False] if not loops else few + 1} rows "
+                  f"and {blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements"
+                  + (f", {loops}" if loops else f" (a head read transposed from {low[True]})") + ", XLA dot below")
     if kernel != "XLA dot":
         kernel += f"; OpenBLAS core {blas_matmul.openblas_core()}"
     return f"dense products: {kernel} (matmul={cfg.matmul!r})"

@@ -4,8 +4,9 @@
 // below the speed of an optimised BLAS on the same cores; this handler hands them to OpenBLAS (the
 // scipy-openblas32 wheel, linked at build time). op(m) is m or m^T as the attributes say; operands are
 // row-major as XLA lays out 2-D arrays by default (the Python side pins that layout). Products of at most
-// skinny::kMaxRows rows against a weight read transposed (the tied LM head at decode) take the loop below
-// instead of sgemm on x86 CPUs with AVX2 and FMA.
+// kMaxRows rows take this file's own loops instead of sgemm: against a weight read transposed (the tied LM
+// head at decode) on x86 CPUs with AVX2 and FMA, against a weight stored [K, N] (every layer at decode) on
+// x86 CPUs with AVX-512. Both split the weight's columns over XLA's intra-op threads.
 #include <cstdint>
 
 #include "xla/ffi/api/ffi.h"
@@ -20,28 +21,142 @@ void scipy_cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k,
                        int lda, const float* b, int ldb, float beta, float* c, int ldc);
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ATOMSEARCH_HAVE_FEW_ROWS 1
+#include <immintrin.h>
+#include <algorithm>
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+// ---- splitting a product's columns over XLA's intra-op threads ----
+//
+// XLA runs independent ops of a step at once on its intra-op threads; threads of our own on top of them
+// oversubscribed the cores (and starting one per product cost ~50 us). The columns are cut into chunks that
+// the calling thread and tasks on XLA's pool claim from a shared counter: a task that XLA starts late (its
+// threads busy with another op) finds fewer chunks or none left, and the caller only ever waits for chunks
+// another thread is already running.
+namespace parallel {
+
+constexpr int64_t kMinChunkElements = int64_t{1} << 18;  // weight elements per chunk at least
+constexpr int64_t kChunksPerThread = 4;                   // so that a late task still finds work
+
+struct Shared {
+  std::atomic<int64_t> next{0}, done{0};
+  int64_t chunks = 0, chunk_columns = 0, n = 0;
+  const std::function<void(int64_t, int64_t)>* columns = nullptr;
+
+  // Runs chunks until none is left; returns how many this thread ran.
+  void Work() {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      (*columns)(c * chunk_columns, std::min(n, (c + 1) * chunk_columns));
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+// Runs columns(n0, n1) over [0, n) of a weight of n * k elements, in chunks of a multiple of `align` columns.
+inline void Columns(ffi::ThreadPool& pool, int64_t n, int64_t k, int64_t align,
+                    const std::function<void(int64_t, int64_t)>& columns) {
+  const int64_t threads = std::min<int64_t>(pool.num_threads(), std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t blocks = (n + align - 1) / align;
+  const int64_t chunks = std::min({blocks, std::max<int64_t>(1, n * k / kMinChunkElements),
+                                   std::max<int64_t>(1, threads) * kChunksPerThread});
+  if (threads <= 1 || chunks <= 1) {
+    columns(0, n);
+    return;
+  }
+  auto shared = std::make_shared<Shared>();
+  shared->chunks = chunks;
+  shared->chunk_columns = (blocks + chunks - 1) / chunks * align;
+  shared->chunks = (n + shared->chunk_columns - 1) / shared->chunk_columns;
+  shared->n = n;
+  shared->columns = &columns;
+  // A task may start after this call returned: it holds `shared` and finds no chunk left.
+  for (int64_t t = 1; t < threads; ++t) pool.Schedule([shared] { shared->Work(); });
+  shared->Work();
+  while (shared->done.load(std::memory_order_acquire) != shared->chunks) _mm_pause();
+}
+
+// Runs rows(out, first, k0, k1), which adds the weight rows [k0, k1)'s share of the product into `out` (or
+// writes it there when `first`), over the rows [0, k) of a weight of k * n elements in chunks of a multiple of
+// `align` rows. Each thread sums its chunks into a buffer of its own (the caller's is y, of y_size floats);
+// the others' are then added into y. A chunk of whole weight rows is one contiguous stretch of memory.
+inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t align, float* y, int64_t y_size,
+                        const std::function<void(float*, bool, int64_t, int64_t)>& rows) {
+  const int64_t threads = std::min<int64_t>(pool.num_threads(), std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t blocks = (k + align - 1) / align;
+  const int64_t chunks = std::min({blocks, std::max<int64_t>(1, n * k / kMinChunkElements),
+                                   std::max<int64_t>(1, threads) * kChunksPerThread});
+  if (threads <= 1 || chunks <= 1) {
+    rows(y, true, 0, k);
+    return;
+  }
+  struct Sums {
+    std::atomic<int64_t> next{0}, done{0}, slots{1};
+    int64_t chunks = 0, chunk_rows = 0, k = 0;
+    const std::function<void(float*, bool, int64_t, int64_t)>* rows = nullptr;
+    std::vector<float*> out;
+    std::unique_ptr<std::atomic<bool>[]> used;
+
+    void Work(int64_t slot) {
+      bool first = true;
+      for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks; first = false) {
+        used[slot].store(true, std::memory_order_relaxed);
+        (*rows)(out[slot], first, c * chunk_rows, std::min(k, (c + 1) * chunk_rows));
+        done.fetch_add(1, std::memory_order_release);
+      }
+    }
+  };
+  thread_local std::vector<float> scratch;
+  scratch.resize(std::max<size_t>(scratch.size(), static_cast<size_t>((threads - 1) * y_size)));
+  auto sums = std::make_shared<Sums>();
+  sums->chunk_rows = (blocks + chunks - 1) / chunks * align;
+  sums->chunks = (k + sums->chunk_rows - 1) / sums->chunk_rows;
+  sums->k = k;
+  sums->rows = &rows;
+  sums->out.push_back(y);
+  for (int64_t t = 1; t < threads; ++t) sums->out.push_back(scratch.data() + (t - 1) * y_size);
+  sums->used.reset(new std::atomic<bool>[threads]);
+  for (int64_t t = 0; t < threads; ++t) sums->used[t].store(false);
+  // A task may start after this call returned: it holds `sums`, finds no chunk left and writes nothing.
+  for (int64_t t = 1; t < threads; ++t) {
+    pool.Schedule([sums] {
+      const int64_t slot = sums->slots.fetch_add(1, std::memory_order_relaxed);
+      if (slot < static_cast<int64_t>(sums->out.size())) sums->Work(slot);
+    });
+  }
+  sums->Work(0);
+  while (sums->done.load(std::memory_order_acquire) != sums->chunks) _mm_pause();
+  bool y_written = sums->used[0].load(std::memory_order_relaxed);
+  for (int64_t t = 1; t < threads; ++t) {
+    if (!sums->used[t].load(std::memory_order_relaxed)) continue;
+    const float* part = sums->out[t];
+    if (y_written) {
+      for (int64_t i = 0; i < y_size; ++i) y[i] += part[i];
+    } else {
+      std::copy(part, part + y_size, y);
+      y_written = true;
+    }
+  }
+}
+
+}  // namespace parallel
+
+constexpr int64_t kMaxRows = 8;  // one accumulator register per row in both loops
+
 // ---- few-row products against a weight read transposed (y = x w^T, w [N, K] row-major) ----
 //
 // sgemm packs every panel of w into a buffer before multiplying: for a handful of rows that copy costs as
 // much as the product, so the tied LM head at decode ([8, 896] x [151936, 896]^T) ran at ~8 GB/s of weight
 // (67 ms). Here each weight row is read once, straight from memory, and dotted with all (up to 8) rows of x
 // held in L1: one accumulator register per row, the weight row kPrefetchRows ahead prefetched past the caches
-// (non-temporal, so the streaming weight does not evict x), the columns split over threads: 34 ms.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define ATOMSEARCH_HAVE_SKINNY 1
-#include <immintrin.h>
-
-#include <algorithm>
-#include <thread>
-#include <vector>
-
+// (non-temporal, so the streaming weight does not evict x), the columns split over the workers: 34 ms.
 namespace skinny {
 
-// One accumulator register per row: 8 rows fill the loop's registers; more would need a second pass over each
-// weight row, so they go to sgemm.
-constexpr int64_t kMaxRows = 8;
 constexpr int64_t kPrefetchRows = 8;    // weight rows ahead (2-16 ran within noise of each other on the LM head)
-constexpr int64_t kMinThreadElements = int64_t{1} << 20;   // a thread per this many weight elements at most
 
 __attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
   __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -94,23 +209,82 @@ bool Supported(int64_t m) {
   return m >= 1 && m <= kMaxRows && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
-// y [m, n] = x [m, k] w^T for w [n, k]; the columns split over up to hardware_concurrency() threads.
-void Multiply(const float* x, const float* w, float* y, int64_t m, int64_t k, int64_t n) {
-  const int64_t by_size = std::max<int64_t>(1, n * k / kMinThreadElements);
-  const int64_t threads = std::min<int64_t>(by_size, std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> workers;
-  for (int64_t t = 1; t < threads; ++t) workers.emplace_back(Columns, x, w, y, m, k, n, n * t / threads, n * (t + 1) / threads);
-  Columns(x, w, y, m, k, n, 0, n / threads);
-  for (auto& worker : workers) worker.join();
+// y [m, n] = x [m, k] w^T for w [n, k].
+void Multiply(ffi::ThreadPool& pool, const float* x, const float* w, float* y, int64_t m, int64_t k, int64_t n) {
+  parallel::Columns(pool, n, k, 1, [&](int64_t n0, int64_t n1) { Columns(x, w, y, m, k, n, n0, n1); });
 }
 
 }  // namespace skinny
+
+// ---- few-row products against a weight stored [K, N] (y = x w, every layer's weight at decode) ----
+//
+// XLA's dot read these weights at ~22-28 GB/s in decoding's 8-row products, sgemm at ~9 (packing again).
+// Here the columns go 16 at a time: the R accumulators of a 16-column group stay in registers for
+// kBlockRows weight rows (each row's 64 bytes times R broadcast values of x) and in y between blocks, and
+// the group's lines of the next block are prefetched, since kBlockRows streams a row apart defeat the
+// hardware prefetchers (7 GB/s without). Work is split over threads by weight rows, each thread summing into
+// its own copy of y, when that copy fits in L1 (down [4864, 896]: whole rows are contiguous memory), else by
+// columns (gate/up [896, 9728]). Two groups at a time (fewer broadcasts) and longer blocks ran no faster.
+namespace stored {
+
+constexpr int64_t kBlockRows = 8;
+constexpr int64_t kMaxRowSplitOutput = 32 << 10;  // bytes of y for which threads split the weight's rows
+
+// Adds x[:, k0:k1] w[k0:k1, n0:n1] into y[:, n0:n1] of y [R, n] (writes it when `first`); the last 16-column
+// group is masked.
+template <int R>
+__attribute__((target("avx512f"))) void Block(const float* x, const float* w, float* y, bool first, int64_t k,
+                                              int64_t n, int64_t k0, int64_t k1, int64_t n0, int64_t n1) {
+  const int64_t groups = (n1 - n0 + 15) / 16;
+  const __mmask16 last = (n1 - n0) % 16 ? static_cast<__mmask16>((1u << ((n1 - n0) % 16)) - 1) : __mmask16{0xFFFF};
+  for (int64_t p0 = k0; p0 < k1; p0 += kBlockRows) {
+    const int64_t rows = std::min(kBlockRows, k1 - p0), ahead = std::min(kBlockRows, k1 - p0 - rows);
+    const bool zero = first && p0 == k0;
+    const float* wb = w + p0 * n + n0;
+    for (int64_t g = 0; g < groups; ++g) {
+      const __mmask16 mask = g == groups - 1 ? last : __mmask16{0xFFFF};
+      float* yg = y + n0 + g * 16;
+      __m512 acc[R];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] = zero ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, yg + r * n);
+      for (int64_t q = 0; q < ahead; ++q) {
+        _mm_prefetch(reinterpret_cast<const char*>(wb + (kBlockRows + q) * n + g * 16), _MM_HINT_T0);
+      }
+      for (int64_t q = 0; q < rows; ++q) {
+        const __m512 wq = _mm512_maskz_loadu_ps(mask, wb + q * n + g * 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * k + p0 + q]), wq, acc[r]);
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(yg + r * n, mask, acc[r]);
+    }
+  }
+}
+
+bool Supported(int64_t m) { return m >= 1 && m <= kMaxRows && __builtin_cpu_supports("avx512f"); }
+
+// y [m, n] = x [m, k] w for w [k, n].
+void Multiply(ffi::ThreadPool& pool, const float* x, const float* w, float* y, int64_t m, int64_t k, int64_t n) {
+  using Fn = void (*)(const float*, const float*, float*, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+  static constexpr Fn kByRows[kMaxRows + 1] = {nullptr, Block<1>, Block<2>, Block<3>, Block<4>,
+                                               Block<5>, Block<6>, Block<7>, Block<8>};
+  const Fn block = kByRows[m];
+  if (m * n * static_cast<int64_t>(sizeof(float)) <= kMaxRowSplitOutput) {
+    parallel::SumOverRows(pool, k, n, kBlockRows, y, m * n, [&](float* out, bool first, int64_t k0, int64_t k1) {
+      block(x, w, out, first, k, n, k0, k1, 0, n);
+    });
+  } else {
+    parallel::Columns(pool, n, k, 16, [&](int64_t n0, int64_t n1) { block(x, w, y, true, k, n, 0, k, n0, n1); });
+  }
+}
+
+}  // namespace stored
 #endif
 
 namespace {
 
-ffi::Error Sgemm(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> c, bool trans_a,
-                 bool trans_b) {
+ffi::Error Sgemm(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> c,
+                 bool trans_a, bool trans_b) {
   const auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
   if (ad.size() != 2 || bd.size() != 2 || cd.size() != 2) {
     return ffi::Error::InvalidArgument("atomsearch_sgemm: operands must be 2-D");
@@ -130,9 +304,13 @@ ffi::Error Sgemm(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBu
     for (int64_t i = 0; i < m * n; ++i) out[i] = 0.f;
     return ffi::Error::Success();
   }
-#ifdef ATOMSEARCH_HAVE_SKINNY
+#ifdef ATOMSEARCH_HAVE_FEW_ROWS
   if (!trans_a && trans_b && skinny::Supported(m)) {
-    skinny::Multiply(a.typed_data(), b.typed_data(), out, m, k, n);
+    skinny::Multiply(pool, a.typed_data(), b.typed_data(), out, m, k, n);
+    return ffi::Error::Success();
+  }
+  if (!trans_a && !trans_b && stored::Supported(m)) {
+    stored::Multiply(pool, a.typed_data(), b.typed_data(), out, m, k, n);
     return ffi::Error::Success();
   }
 #endif
@@ -146,6 +324,7 @@ ffi::Error Sgemm(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBu
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(AtomsearchSgemm, Sgemm,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

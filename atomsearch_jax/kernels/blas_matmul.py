@@ -3,9 +3,10 @@
 On this project's CPU machines XLA's dot runs the model's products below an optimised BLAS on the same
 cores: batch-8 decode products (8 rows x a weight) and the training products ([B*T, E] x [E, F]) alike.
 `matmul` hands them to the OpenBLAS of the scipy-openblas32 wheel, forward and backward (a custom VJP
-whose two products are the same call with transposed operands). Products of at most 8 rows against a
-weight read transposed (the tied LM head while decoding) run in the handler's own loop on x86 CPUs with
-AVX2 and FMA: sgemm's packing of the weight costs as much as such a product.
+whose two products are the same call with transposed operands). Products of at most 8 rows run in the
+handler's own loops, where sgemm's packing of the weight costs as much as such a product: against a weight
+read transposed (the tied LM head while decoding) on x86 CPUs with AVX2 and FMA, against a weight stored
+[K, N] (every layer while decoding) on x86 CPUs with AVX-512.
 
 Policy (ModelConfig.matmul): "xla" always XLA's dot; "blas" always the handler (raises when it cannot be
 used); "auto" the handler for float32 operands in a single-device XLA:CPU process (XLA cannot partition a
@@ -36,10 +37,11 @@ _TARGET = "atomsearch_sgemm"
 SKINNY_MAX_ROWS = 8  # skinny::kMaxRows in blas_matmul.cc
 
 
-def has_skinny_loop() -> bool:
-    """Whether the handler runs <= SKINNY_MAX_ROWS-row products against a transposed weight in its own loop
-    (x86 with AVX2 and FMA, as blas_matmul.cc checks at run time) instead of sgemm."""
-    return build.x86_with("avx2", "fma")
+def has_few_row_loop(transposed: bool) -> bool:
+    """Whether the handler runs <= SKINNY_MAX_ROWS-row products in its own loop instead of sgemm, as
+    blas_matmul.cc checks at run time: against a weight read transposed on x86 with AVX2 and FMA, against a
+    weight stored [K, N] on x86 with AVX-512."""
+    return build.x86_with("avx2", "fma") if transposed else build.x86_with("avx512f")
 
 
 # OpenBLAS's DYNAMIC_ARCH picks its kernels ("core") from the CPU at load time, unless $OPENBLAS_CORETYPE
@@ -52,16 +54,13 @@ _AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 
 # Fewest rows for which "auto" takes the handler, by whether w is read transposed; from
 # `scripts/bench_matmul.py` (Qwen2.5-0.5B products, BENCHMARKS.md "Dense products"). One row is a
-# matrix-vector product, which XLA's dot runs near memory bandwidth (sgemm 0.5-1.1x of it); at 2 rows the
-# two are even (0.7-1.0x); from 4 rows sgemm runs the MLP products 1.8-2.3x faster. The tied head read
-# transposed ([V, E]) takes the handler's few-row loop from 2 rows (2-8 rows: 1.7-2.2x XLA's dot); where
-# that loop is not built, sgemm gains only from 8 rows (4: 0.87x, 8: 1.34x).
-# On AVX-512 CPUs XLA's dot runs AVX-512 kernels too: there the few-row products of the layers' weights ran
-# even with sgemm alone (0.75-1.22x at 4-8 rows) and faster inside the batch-8 decode step (90.9 tok/s with
-# XLA's dot against 57.4 with sgemm, `scripts/bench_generate.py`, BENCHMARKS.md "Generation"), so "auto"
-# leaves them to XLA's dot up to SKINNY_MAX_ROWS rows.
-MIN_ROWS = {False: SKINNY_MAX_ROWS + 1 if build.x86_with(*_AVX512_FEATURES) else 4,
-            True: 2 if has_skinny_loop() else 8}
+# matrix-vector product, which XLA's dot runs near memory bandwidth (the handler's loops 0.95-1.4x of it,
+# sgemm 0.5-1.1x). From 2 rows the handler's own few-row loops run 1.1-3x faster than XLA's dot: the tied
+# head read transposed ([V, E]) where the AVX2 loop is built, the layers' weights stored [K, N] where the
+# AVX-512 loop is. Without them sgemm gains from 4 rows on the layers' weights (MLP products 1.8-2.3x at 4-8
+# rows) and from 8 on the head (4: 0.87x, 8: 1.34x).
+MIN_ROWS = {False: 2 if has_few_row_loop(False) else 4,
+            True: 2 if has_few_row_loop(True) else 8}
 # Fewest weight elements (K x N) for which "auto" takes sgemm. Inside a whole training step of the default
 # job's model (hidden 128: weights of 16k-262k elements) sgemm made SFT steps 1.3-1.5x slower although each
 # product alone ran faster (OpenBLAS's threads spinning between calls while XLA's run attention, and the
@@ -153,7 +152,7 @@ def uses_blas(x_dtype, w_dtype, policy: str = "auto", *, rows: int | None = None
         return False
     if weight_elements is not None and weight_elements < MIN_WEIGHT_ELEMENTS:
         return False
-    own_loop = transposed and rows is not None and rows <= SKINNY_MAX_ROWS and has_skinny_loop()
+    own_loop = rows is not None and rows <= SKINNY_MAX_ROWS and has_few_row_loop(transposed)
     if not own_loop and core_type_warning() is not None:
         return False
     if not available():
