@@ -12,8 +12,8 @@ Policy (ModelConfig.matmul): "xla" always XLA's dot; "blas" always the handler (
 used); "auto" the handler for float32 operands in a single-device XLA:CPU process (XLA cannot partition a
 custom call, so multi-device programs keep the dot) with at least MIN_ROWS rows, XLA's dot otherwise or
 when the handler does not build (warned once); where OPENBLAS_CORETYPE forces OpenBLAS's AVX2 kernels on an
-AVX-512 CPU, XLA's dot for all but the handler's own few-row loop (`core_type_warning`). The policy changes speed, never results beyond float
-rounding.
+AVX-512 CPU, XLA's dot for all but the handler's own few-row loops (`core_type_warning`). The policy changes
+speed, never results beyond float rounding.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def core_type_warning() -> str | None:
     if not forced or forced.lower() in _AVX512_CORES or not build.x86_with(*_AVX512_FEATURES):
         return None
     return (f"OPENBLAS_CORETYPE={forced} keeps OpenBLAS on AVX2 kernels on this AVX-512 CPU, 1.5-3x slower than "
-            "its AVX-512 ones and behind XLA's dot: matmul='auto' runs only the few-row head loop in the handler; "
+            "its AVX-512 ones and behind XLA's dot: matmul='auto' runs only the handler's own few-row loops; "
             "unset the variable for OpenBLAS's AVX-512 kernels")
 
 
