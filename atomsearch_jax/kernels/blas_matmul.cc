@@ -6,7 +6,7 @@
 // row-major as XLA lays out 2-D arrays by default (the Python side pins that layout). Products of at most
 // kMaxRows rows take this file's own loops instead of sgemm: against a weight read transposed (the tied LM
 // head at decode) on x86 CPUs with AVX2 and FMA, against a weight stored [K, N] (every layer at decode) on
-// x86 CPUs with AVX-512. Both split the weight's columns over XLA's intra-op threads.
+// x86 CPUs with AVX-512. Both split their work over XLA's intra-op threads.
 #include <cstdint>
 
 #include "xla/ffi/api/ffi.h"
@@ -31,10 +31,10 @@ void scipy_cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k,
 #include <thread>
 #include <vector>
 
-// ---- splitting a product's columns over XLA's intra-op threads ----
+// ---- splitting a product over XLA's intra-op threads ----
 //
 // XLA runs independent ops of a step at once on its intra-op threads; threads of our own on top of them
-// oversubscribed the cores (and starting one per product cost ~50 us). The columns are cut into chunks that
+// oversubscribed the cores (and starting one per product cost ~50 us). The work is cut into chunks that
 // the calling thread and tasks on XLA's pool claim from a shared counter: a task that XLA starts late (its
 // threads busy with another op) finds fewer chunks or none left, and the caller only ever waits for chunks
 // another thread is already running.
@@ -43,12 +43,12 @@ namespace parallel {
 constexpr int64_t kMinChunkElements = int64_t{1} << 18;  // weight elements per chunk at least
 constexpr int64_t kChunksPerThread = 4;                   // so that a late task still finds work
 
-struct Shared {
+struct ColumnChunks {
   std::atomic<int64_t> next{0}, done{0};
   int64_t chunks = 0, chunk_columns = 0, n = 0;
   const std::function<void(int64_t, int64_t)>* columns = nullptr;
 
-  // Runs chunks until none is left; returns how many this thread ran.
+  // Runs chunks until none is left.
   void Work() {
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
       (*columns)(c * chunk_columns, std::min(n, (c + 1) * chunk_columns));
@@ -68,16 +68,15 @@ inline void Columns(ffi::ThreadPool& pool, int64_t n, int64_t k, int64_t align,
     columns(0, n);
     return;
   }
-  auto shared = std::make_shared<Shared>();
-  shared->chunks = chunks;
-  shared->chunk_columns = (blocks + chunks - 1) / chunks * align;
-  shared->chunks = (n + shared->chunk_columns - 1) / shared->chunk_columns;
-  shared->n = n;
-  shared->columns = &columns;
-  // A task may start after this call returned: it holds `shared` and finds no chunk left.
-  for (int64_t t = 1; t < threads; ++t) pool.Schedule([shared] { shared->Work(); });
-  shared->Work();
-  while (shared->done.load(std::memory_order_acquire) != shared->chunks) _mm_pause();
+  auto work = std::make_shared<ColumnChunks>();
+  work->chunk_columns = (blocks + chunks - 1) / chunks * align;
+  work->chunks = (n + work->chunk_columns - 1) / work->chunk_columns;
+  work->n = n;
+  work->columns = &columns;
+  // A task may start after this call returned: it holds `work` and finds no chunk left.
+  for (int64_t t = 1; t < threads; ++t) pool.Schedule([work] { work->Work(); });
+  work->Work();
+  while (work->done.load(std::memory_order_acquire) != work->chunks) _mm_pause();
 }
 
 // Runs rows(out, first, k0, k1), which adds the weight rows [k0, k1)'s share of the product into `out` (or
@@ -94,12 +93,12 @@ inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t ali
     rows(y, true, 0, k);
     return;
   }
-  struct Sums {
+  struct RowChunks {
     std::atomic<int64_t> next{0}, done{0}, slots{1};
     int64_t chunks = 0, chunk_rows = 0, k = 0;
     const std::function<void(float*, bool, int64_t, int64_t)>* rows = nullptr;
     std::vector<float*> out;
-    std::unique_ptr<std::atomic<bool>[]> used;
+    std::unique_ptr<std::atomic<bool>[]> used;  // whether out[slot] holds a sum
 
     void Work(int64_t slot) {
       bool first = true;
@@ -112,7 +111,7 @@ inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t ali
   };
   thread_local std::vector<float> scratch;
   scratch.resize(std::max<size_t>(scratch.size(), static_cast<size_t>((threads - 1) * y_size)));
-  auto sums = std::make_shared<Sums>();
+  auto sums = std::make_shared<RowChunks>();
   sums->chunk_rows = (blocks + chunks - 1) / chunks * align;
   sums->chunks = (k + sums->chunk_rows - 1) / sums->chunk_rows;
   sums->k = k;
@@ -153,7 +152,7 @@ constexpr int64_t kMaxRows = 8;  // one accumulator register per row in both loo
 // much as the product, so the tied LM head at decode ([8, 896] x [151936, 896]^T) ran at ~8 GB/s of weight
 // (67 ms). Here each weight row is read once, straight from memory, and dotted with all (up to 8) rows of x
 // held in L1: one accumulator register per row, the weight row kPrefetchRows ahead prefetched past the caches
-// (non-temporal, so the streaming weight does not evict x), the columns split over the workers: 34 ms.
+// (non-temporal, so the streaming weight does not evict x), the columns split over the threads: 34 ms.
 namespace skinny {
 
 constexpr int64_t kPrefetchRows = 8;    // weight rows ahead (2-16 ran within noise of each other on the LM head)
