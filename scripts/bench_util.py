@@ -133,10 +133,11 @@ def dense_products(cfg) -> str:
         own = " and ".join(f"w{'^T' if t else ''}" for t in (False, True) if blas_matmul.has_few_row_loop(t))
         kernel = "OpenBLAS sgemm (FFI) for every product" + (f", its own loops to {few} rows ({own})" if own else "")
     else:
-        low = {t: blas_matmul.MIN_ROWS[t] for t in (False, True)}
-        kernel = (f"OpenBLAS sgemm (FFI) from {low[False] if not loops else few + 1} rows "
-                  f"and {blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements"
-                  + (f", {loops}" if loops else f" (a head read transposed from {low[True]})") + ", XLA dot below")
+        stored = few + 1 if blas_matmul.has_few_row_loop(False) else blas_matmul.MIN_ROWS[False]
+        kernel = f"OpenBLAS sgemm (FFI) from {stored} rows and {blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements"
+        if not blas_matmul.has_few_row_loop(True):
+            kernel += f" (a head read transposed from {blas_matmul.MIN_ROWS[True]})"
+        kernel += (f", {loops}" if loops else "") + ", XLA dot below"
     if kernel != "XLA dot":
         kernel += f"; OpenBLAS core {blas_matmul.openblas_core()}"
     return f"dense products: {kernel} (matmul={cfg.matmul!r})"

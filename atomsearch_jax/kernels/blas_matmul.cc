@@ -43,6 +43,21 @@ namespace parallel {
 constexpr int64_t kMinChunkElements = int64_t{1} << 18;  // weight elements per chunk at least
 constexpr int64_t kChunksPerThread = 4;                   // so that a late task still finds work
 
+// How a product's work is cut: `extent` columns or rows of a weight of `elements` elements, in chunks of
+// `size` (a multiple of the caller's alignment), over `threads` threads.
+struct Plan {
+  int64_t threads, chunks, size;
+};
+
+inline Plan PlanChunks(ffi::ThreadPool& pool, int64_t extent, int64_t elements, int64_t align) {
+  const int64_t threads = std::min<int64_t>(pool.num_threads(), std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t blocks = (extent + align - 1) / align;
+  const int64_t wanted = std::min({blocks, std::max<int64_t>(1, elements / kMinChunkElements),
+                                   std::max<int64_t>(1, threads) * kChunksPerThread});
+  const int64_t size = (blocks + wanted - 1) / wanted * align;
+  return {threads, (extent + size - 1) / size, size};
+}
+
 struct ColumnChunks {
   std::atomic<int64_t> next{0}, done{0};
   int64_t chunks = 0, chunk_columns = 0, n = 0;
@@ -60,17 +75,15 @@ struct ColumnChunks {
 // Runs columns(n0, n1) over [0, n) of a weight of n * k elements, in chunks of a multiple of `align` columns.
 inline void Columns(ffi::ThreadPool& pool, int64_t n, int64_t k, int64_t align,
                     const std::function<void(int64_t, int64_t)>& columns) {
-  const int64_t threads = std::min<int64_t>(pool.num_threads(), std::max(1u, std::thread::hardware_concurrency()));
-  const int64_t blocks = (n + align - 1) / align;
-  const int64_t chunks = std::min({blocks, std::max<int64_t>(1, n * k / kMinChunkElements),
-                                   std::max<int64_t>(1, threads) * kChunksPerThread});
-  if (threads <= 1 || chunks <= 1) {
+  const Plan plan = PlanChunks(pool, n, n * k, align);
+  if (plan.threads <= 1 || plan.chunks <= 1) {
     columns(0, n);
     return;
   }
+  const int64_t threads = plan.threads;
   auto work = std::make_shared<ColumnChunks>();
-  work->chunk_columns = (blocks + chunks - 1) / chunks * align;
-  work->chunks = (n + work->chunk_columns - 1) / work->chunk_columns;
+  work->chunk_columns = plan.size;
+  work->chunks = plan.chunks;
   work->n = n;
   work->columns = &columns;
   // A task may start after this call returned: it holds `work` and finds no chunk left.
@@ -85,14 +98,12 @@ inline void Columns(ffi::ThreadPool& pool, int64_t n, int64_t k, int64_t align,
 // the others' are then added into y. A chunk of whole weight rows is one contiguous stretch of memory.
 inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t align, float* y, int64_t y_size,
                         const std::function<void(float*, bool, int64_t, int64_t)>& rows) {
-  const int64_t threads = std::min<int64_t>(pool.num_threads(), std::max(1u, std::thread::hardware_concurrency()));
-  const int64_t blocks = (k + align - 1) / align;
-  const int64_t chunks = std::min({blocks, std::max<int64_t>(1, n * k / kMinChunkElements),
-                                   std::max<int64_t>(1, threads) * kChunksPerThread});
-  if (threads <= 1 || chunks <= 1) {
+  const Plan plan = PlanChunks(pool, k, n * k, align);
+  if (plan.threads <= 1 || plan.chunks <= 1) {
     rows(y, true, 0, k);
     return;
   }
+  const int64_t threads = plan.threads;
   struct RowChunks {
     std::atomic<int64_t> next{0}, done{0}, slots{1};
     int64_t chunks = 0, chunk_rows = 0, k = 0;
@@ -112,8 +123,8 @@ inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t ali
   thread_local std::vector<float> scratch;
   scratch.resize(std::max<size_t>(scratch.size(), static_cast<size_t>((threads - 1) * y_size)));
   auto sums = std::make_shared<RowChunks>();
-  sums->chunk_rows = (blocks + chunks - 1) / chunks * align;
-  sums->chunks = (k + sums->chunk_rows - 1) / sums->chunk_rows;
+  sums->chunk_rows = plan.size;
+  sums->chunks = plan.chunks;
   sums->k = k;
   sums->rows = &rows;
   sums->out.push_back(y);

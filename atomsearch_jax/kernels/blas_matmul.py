@@ -34,7 +34,7 @@ Array = jax.Array
 POLICIES = ("auto", "xla", "blas")
 _SOURCE = Path(__file__).with_name("blas_matmul.cc")
 _TARGET = "atomsearch_sgemm"
-SKINNY_MAX_ROWS = 8  # skinny::kMaxRows in blas_matmul.cc
+SKINNY_MAX_ROWS = 8  # kMaxRows in blas_matmul.cc
 
 
 def has_few_row_loop(transposed: bool) -> bool:
