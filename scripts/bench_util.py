@@ -120,8 +120,8 @@ def dense_products(cfg) -> str:
     from atomsearch_jax.kernels import blas_matmul
 
     few = blas_matmul.SKINNY_MAX_ROWS
-    loops = " and ".join(f"w{'^T' if t else ''} from {blas_matmul.MIN_ROWS[t]} rows"
-                         for t in (False, True) if blas_matmul.has_few_row_loop(t))
+    built = [t for t in (False, True) if blas_matmul.has_few_row_loop(t)]  # weight read transposed or not
+    loops = " and ".join(f"w{'^T' if t else ''} from {blas_matmul.MIN_ROWS[t]} rows" for t in built)
     loops = f"the handler's own loops to {few} rows ({loops})" if loops else ""
     if (cfg.matmul == "auto" and blas_matmul.core_type_warning()
             and blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul, rows=few, transposed=True)):
@@ -130,12 +130,12 @@ def dense_products(cfg) -> str:
     elif not blas_matmul.uses_blas(cfg.dtype, cfg.param_dtype, cfg.matmul):
         kernel = "XLA dot"
     elif cfg.matmul == "blas":
-        own = " and ".join(f"w{'^T' if t else ''}" for t in (False, True) if blas_matmul.has_few_row_loop(t))
+        own = " and ".join(f"w{'^T' if t else ''}" for t in built)
         kernel = "OpenBLAS sgemm (FFI) for every product" + (f", its own loops to {few} rows ({own})" if own else "")
     else:
-        stored = few + 1 if blas_matmul.has_few_row_loop(False) else blas_matmul.MIN_ROWS[False]
+        stored = few + 1 if False in built else blas_matmul.MIN_ROWS[False]
         kernel = f"OpenBLAS sgemm (FFI) from {stored} rows and {blas_matmul.MIN_WEIGHT_ELEMENTS} weight elements"
-        if not blas_matmul.has_few_row_loop(True):
+        if True not in built:
             kernel += f" (a head read transposed from {blas_matmul.MIN_ROWS[True]})"
         kernel += (f", {loops}" if loops else "") + ", XLA dot below"
     if kernel != "XLA dot":

@@ -58,19 +58,32 @@ inline Plan PlanChunks(ffi::ThreadPool& pool, int64_t extent, int64_t elements, 
   return {threads, (extent + size - 1) / size, size};
 }
 
-struct ColumnChunks {
-  std::atomic<int64_t> next{0}, done{0};
-  int64_t chunks = 0, chunk_columns = 0, n = 0;
-  const std::function<void(int64_t, int64_t)>* columns = nullptr;
+// Runs chunk(slot, c) once for each c in [0, plan.chunks): on the caller (slot 0) and on plan.threads - 1 tasks
+// of XLA's pool (slots 1, 2, ...), which claim chunks from a shared counter; returns when every chunk has
+// returned. A task may start after this call returned: it holds the queue, finds no chunk left and calls
+// nothing.
+inline void RunChunks(ffi::ThreadPool& pool, const Plan& plan, const std::function<void(int64_t, int64_t)>& chunk) {
+  struct Queue {
+    std::atomic<int64_t> next{0}, done{0}, slots{1};
+    int64_t chunks = 0;
+    const std::function<void(int64_t, int64_t)>* chunk = nullptr;
 
-  // Runs chunks until none is left.
-  void Work() {
-    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-      (*columns)(c * chunk_columns, std::min(n, (c + 1) * chunk_columns));
-      done.fetch_add(1, std::memory_order_release);
+    void Drain(int64_t slot) {
+      for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+        (*chunk)(slot, c);
+        done.fetch_add(1, std::memory_order_release);
+      }
     }
+  };
+  auto queue = std::make_shared<Queue>();
+  queue->chunks = plan.chunks;
+  queue->chunk = &chunk;
+  for (int64_t t = 1; t < plan.threads; ++t) {
+    pool.Schedule([queue] { queue->Drain(queue->slots.fetch_add(1, std::memory_order_relaxed)); });
   }
-};
+  queue->Drain(0);
+  while (queue->done.load(std::memory_order_acquire) != queue->chunks) _mm_pause();
+}
 
 // Runs columns(n0, n1) over [0, n) of a weight of n * k elements, in chunks of a multiple of `align` columns.
 inline void Columns(ffi::ThreadPool& pool, int64_t n, int64_t k, int64_t align,
@@ -80,16 +93,7 @@ inline void Columns(ffi::ThreadPool& pool, int64_t n, int64_t k, int64_t align,
     columns(0, n);
     return;
   }
-  const int64_t threads = plan.threads;
-  auto work = std::make_shared<ColumnChunks>();
-  work->chunk_columns = plan.size;
-  work->chunks = plan.chunks;
-  work->n = n;
-  work->columns = &columns;
-  // A task may start after this call returned: it holds `work` and finds no chunk left.
-  for (int64_t t = 1; t < threads; ++t) pool.Schedule([work] { work->Work(); });
-  work->Work();
-  while (work->done.load(std::memory_order_acquire) != work->chunks) _mm_pause();
+  RunChunks(pool, plan, [&](int64_t, int64_t c) { columns(c * plan.size, std::min(n, (c + 1) * plan.size)); });
 }
 
 // Runs rows(out, first, k0, k1), which adds the weight rows [k0, k1)'s share of the product into `out` (or
@@ -103,51 +107,22 @@ inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t ali
     rows(y, true, 0, k);
     return;
   }
-  const int64_t threads = plan.threads;
-  struct RowChunks {
-    std::atomic<int64_t> next{0}, done{0}, slots{1};
-    int64_t chunks = 0, chunk_rows = 0, k = 0;
-    const std::function<void(float*, bool, int64_t, int64_t)>* rows = nullptr;
-    std::vector<float*> out;
-    std::unique_ptr<std::atomic<bool>[]> used;  // whether out[slot] holds a sum
-
-    void Work(int64_t slot) {
-      bool first = true;
-      for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks; first = false) {
-        used[slot].store(true, std::memory_order_relaxed);
-        (*rows)(out[slot], first, c * chunk_rows, std::min(k, (c + 1) * chunk_rows));
-        done.fetch_add(1, std::memory_order_release);
-      }
-    }
-  };
   thread_local std::vector<float> scratch;
-  scratch.resize(std::max<size_t>(scratch.size(), static_cast<size_t>((threads - 1) * y_size)));
-  auto sums = std::make_shared<RowChunks>();
-  sums->chunk_rows = plan.size;
-  sums->chunks = plan.chunks;
-  sums->k = k;
-  sums->rows = &rows;
-  sums->out.push_back(y);
-  for (int64_t t = 1; t < threads; ++t) sums->out.push_back(scratch.data() + (t - 1) * y_size);
-  sums->used.reset(new std::atomic<bool>[threads]);
-  for (int64_t t = 0; t < threads; ++t) sums->used[t].store(false);
-  // A task may start after this call returned: it holds `sums`, finds no chunk left and writes nothing.
-  for (int64_t t = 1; t < threads; ++t) {
-    pool.Schedule([sums] {
-      const int64_t slot = sums->slots.fetch_add(1, std::memory_order_relaxed);
-      if (slot < static_cast<int64_t>(sums->out.size())) sums->Work(slot);
-    });
-  }
-  sums->Work(0);
-  while (sums->done.load(std::memory_order_acquire) != sums->chunks) _mm_pause();
-  bool y_written = sums->used[0].load(std::memory_order_relaxed);
-  for (int64_t t = 1; t < threads; ++t) {
-    if (!sums->used[t].load(std::memory_order_relaxed)) continue;
-    const float* part = sums->out[t];
+  scratch.resize(std::max<size_t>(scratch.size(), static_cast<size_t>((plan.threads - 1) * y_size)));
+  std::vector<float*> out{y};
+  for (int64_t t = 1; t < plan.threads; ++t) out.push_back(scratch.data() + (t - 1) * y_size);
+  std::vector<char> written(plan.threads, 0);  // out[slot] holds a sum; each slot's thread alone sets its own
+  RunChunks(pool, plan, [&](int64_t slot, int64_t c) {
+    rows(out[slot], !written[slot], c * plan.size, std::min(k, (c + 1) * plan.size));
+    written[slot] = 1;
+  });
+  bool y_written = written[0];
+  for (int64_t t = 1; t < plan.threads; ++t) {
+    if (!written[t]) continue;
     if (y_written) {
-      for (int64_t i = 0; i < y_size; ++i) y[i] += part[i];
+      for (int64_t i = 0; i < y_size; ++i) y[i] += out[t][i];
     } else {
-      std::copy(part, part + y_size, y);
+      std::copy(out[t], out[t] + y_size, y);
       y_written = true;
     }
   }
