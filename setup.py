@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="JAX/Flax, TPU-native RL training of LLM search agents with atomic-thought rewards.",
     packages=find_packages(include=["atomsearch_jax", "atomsearch_jax.*"]),
-    package_data={"atomsearch_jax.kernels": ["*.cc"]},
+    package_data={"atomsearch_jax.kernels": ["*.cc", "*.h"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.6.0,<0.11",

@@ -1,7 +1,7 @@
 """Compiles this package's C++ FFI handlers on first use and caches the shared libraries.
 
 The compiler is `$CXX`, else g++, c++ or clang++; libraries live under `$ATOMSEARCH_KERNEL_CACHE`
-(default ~/.cache/atomsearch_jax/kernels), keyed by the source, the extra flags, jaxlib's version, the
+(default ~/.cache/atomsearch_jax/kernels), keyed by the source and the headers beside it, the extra flags, jaxlib's version, the
 compiler and the CPU's feature flags, so a changed source, upgraded jaxlib or another machine type builds
 anew and concurrent processes (pytest -n, hosts sharing a home directory) never see half a file.
 """
@@ -62,13 +62,15 @@ def cache_dir() -> Path:
 def shared_library(source: Path, extra_flags: tuple[str, ...] = ()) -> Path:
     """Path of `source` compiled to a shared library against jaxlib's FFI headers (built when missing).
 
-    extra_flags: include/link flags of the libraries the handler calls (part of the cache key).
+    extra_flags: include/link flags of the libraries the handler calls (part of the cache key). The `*.h`
+    files in the source's directory (which it may include) are part of the key too.
     """
     import jaxlib
 
     cxx = compiler()
     key = hashlib.sha256()
-    for part in (source.read_bytes(), jaxlib.__version__, cxx, " ".join(_FLAGS + extra_flags), _cpu_flags(),
+    headers = [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]
+    for part in (source.read_bytes(), *headers, jaxlib.__version__, cxx, " ".join(_FLAGS + extra_flags), _cpu_flags(),
                  platform.machine()):
         key.update(part if isinstance(part, bytes) else part.encode())
     target = cache_dir() / f"{source.stem}_{key.hexdigest()[:16]}.so"
