@@ -79,7 +79,9 @@ def main(argv) -> None:
         logging.info("set %s: %d of %d questions from %s", d.name, len(d.records), d.total, d.path or "the config")
     mesh = make_mesh(**config.mesh.to_dict())
     model_config, params = build_model(config, env.tokenizer, mesh)
-    engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer)
+    # Evaluation scores answers, never log-probabilities: greedy rows may skip the logits (Engine docs).
+    engine = Engine(model_config, params, max_len=config.model.max_len, mesh=mesh, tokenizer=env.tokenizer,
+                    greedy_logprobs=False)
     result = evaluate_datasets(make_runner(config, env, engine), datasets, n=_N.value, temperature=temperature,
                                rows_per_batch=config.eval.rows_per_batch, seed=config.seed,
                                judge=judge, max_judge_failure_rate=_MAX_JUDGE_FAILURES.value, progress=is_writer())

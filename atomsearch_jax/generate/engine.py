@@ -155,13 +155,17 @@ class Engine:
     prompts and appended spans (default powers of two from 16 up to max_len). window_buckets: cache
     prefixes a decode segment may attend over (default powers of two from 256 up to max_len); each
     segment uses the smallest one that holds every live row until the segment's step budget ends, so
-    short rows in a long cache do not pay for attending over all max_len slots.
+    short rows in a long cache do not pay for attending over all max_len slots. greedy_logprobs: when False,
+    greedy rows record log-probability 0 (that of the point mass they are drawn from) instead of the model's,
+    and on one XLA:CPU device with a float32 model all-greedy steps read a bfloat16 screen of the LM head
+    instead of all of it, with the same tokens (kernels/greedy_head.py; the screen is rebuilt by
+    `set_params`). For evaluation, where no log-probability is used.
     """
 
     def __init__(self, config: ModelConfig, params: Any, *, max_len: int, mesh: Mesh | None = None,
                  tokenizer: Any = None, eos_ids: Sequence[int] | None = None,
                  prompt_buckets: Sequence[int] | None = None, span_buckets: Sequence[int] | None = None,
-                 window_buckets: Sequence[int] | None = None):
+                 window_buckets: Sequence[int] | None = None, greedy_logprobs: bool = True):
         if config.scan_layers:
             raise ValueError("Engine needs an unrolled model (scan_layers=False); load params with scan_layers=False")
         if max_len < 2:
@@ -175,7 +179,8 @@ class Engine:
         self.span_buckets = self._buckets("span_buckets", span_buckets)
         self.window_buckets = (self._buckets("window_buckets", window_buckets) if window_buckets
                                else power_of_two_buckets(min(256, self.max_len), self.max_len))
-        self._programs = _programs(steps.ModelSetup(config, mesh), self.max_len)
+        self._setup = steps.ModelSetup(config, mesh, greedy_logprobs=bool(greedy_logprobs))
+        self._programs = _programs(self._setup, self.max_len)
         self.set_params(params)
         self._stop_arrays: dict[StopSet, StopArrays] = {}
 
@@ -213,6 +218,7 @@ class Engine:
             self.params = place_local(params, self.mesh, SAMPLE_RULES)
         else:
             self.params = jax.device_put(params, may_alias=False)
+        self.head_screen = self._programs.head_screen(self.params) if self._setup.screens_head else None
 
     def stop_set(self, strings: Sequence[str] = (), *, eos: bool = True) -> StopSet:
         """Stop strings (tokenized with the engine's tokenizer) plus, when `eos`, the engine's EOS ids."""
@@ -285,8 +291,9 @@ class Engine:
         if live.any():
             need = int(host["lengths"][live].max()) + int(max_steps)
             window = next((w for w in self.window_buckets if w >= need), self.max_len)
+            screen = () if self.head_screen is None else (self.head_screen,)  # a mesh program takes none
             state = self._programs.decode(self.params, state, sampling, self._stop_arrays[stops], np.int32(max_steps),
-                                          window)
+                                          window, *screen)
         return self._check_stop_text(state, stops.strings)
 
     def append(self, state: DecodeState, spans: Mapping[int, Sequence[int]]) -> DecodeState:
@@ -394,6 +401,7 @@ class _Programs:
             "decode": functools.partial(steps.decode_segment, setup),
             "append": functools.partial(steps.append, setup),
             "logits": lambda params, state: steps.pending_logits(setup, params, state)[0],
+            "head_screen": functools.partial(steps.head_screen, setup),
         }
         fns = {name: self._counted(name, fn) for name, fn in fns.items()}
         mesh = setup.mesh
@@ -402,6 +410,7 @@ class _Programs:
             self.decode = jax.jit(fns["decode"], donate_argnums=(1,), static_argnums=(5,))
             self.append = jax.jit(fns["append"], donate_argnums=(1,))
             self.logits = jax.jit(fns["logits"])
+            self.head_screen = jax.jit(fns["head_screen"])
             return
         # Explicit shardings keep every output laid out like the next call's input (no resharding, and
         # no new compilation because an output came back with a different layout).
@@ -417,6 +426,7 @@ class _Programs:
         self.append = _placing(jax.jit, fns["append"], in_shardings=(params_s, state_s, rows2, rows1),
                                out_shardings=state_s, donate_argnums=(1,))
         self.logits = _placing(jax.jit, fns["logits"], in_shardings=(params_s, state_s), out_shardings=rows2)
+        self.head_screen = None  # a mesh never screens the head (ModelSetup.screens_head)
 
     def _counted(self, name: str, fn: Callable) -> Callable:
         """fn, counting how often jax traces it."""

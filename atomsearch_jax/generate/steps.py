@@ -16,7 +16,10 @@ from jax.sharding import Mesh
 from atomsearch_jax.generate.sampling import SamplingParams, sample
 from atomsearch_jax.generate.state import DecodeState, StopReason, gather_rows, set_rows
 from atomsearch_jax.generate.stops import StopArrays, is_eos, match_stops
+from atomsearch_jax.kernels import greedy_head
+from atomsearch_jax.kernels.greedy_head import HeadScreen
 from atomsearch_jax.model import ModelConfig, forward_cached, init_cache, lm_logits
+from atomsearch_jax.model.transformer import lm_head_operand
 from atomsearch_jax.parallel import SAMPLE_RULES
 
 Array = jax.Array
@@ -24,10 +27,26 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True)
 class ModelSetup:
-    """What the device programs need besides arrays (hashable: a static jit argument)."""
+    """What the device programs need besides arrays (hashable: a static jit argument).
+
+    greedy_logprobs: greedy rows record the model's log-probability of their token (see sampling.py); when
+    False they record 0, the log-probability of the point mass greedy decoding samples from, and steps in
+    which every row is greedy may then take the token from `greedy_head` without computing logits.
+    """
 
     config: ModelConfig
     mesh: Mesh | None = None
+    greedy_logprobs: bool = True
+
+    @property
+    def screens_head(self) -> bool:
+        """Whether all-greedy decode steps take their tokens from `kernels.greedy_head` (through a HeadScreen
+        of the head): greedy log-probabilities off, one XLA:CPU device, a float32 model, the dense-product
+        policy not pinned to XLA's dot, and a CPU the handler runs on."""
+        cfg = self.config
+        return (not self.greedy_logprobs and self.mesh is None and cfg.matmul != "xla"
+                and cfg.storage_dtype == jnp.float32 and cfg.compute_dtype == jnp.float32
+                and jax.default_backend() == "cpu" and greedy_head.available())
 
     def forward(self, params: Any, tokens: Array, cache: list, index: Array) -> tuple[Array, list]:
         """Hidden states [B, T, E] of tokens [B, T] written at slots index[b].., and the updated cache."""
@@ -68,22 +87,57 @@ def prefill(setup: ModelSetup, params: Any, prompts: Array, prompt_lengths: Arra
         stop_index=jnp.full((b,), -1, jnp.int32), keys=keys, cache=cache)
 
 
-def pending_logits(setup: ModelSetup, params: Any, state: DecodeState) -> tuple[Array, list]:
-    """Logits [B, V] (float32) for the token after each row's last one, and the cache with the pending
-    token's keys/values written (valid values: the invariant allows it)."""
+def pending_hidden(setup: ModelSetup, params: Any, state: DecodeState) -> tuple[Array, list]:
+    """Final hidden states [B, E] at each row's last token, and the cache with the pending token's
+    keys/values written (valid values: the invariant allows it)."""
     pos = state.lengths - 1
     pending = gather_rows(state.tokens, pos)
     hidden, cache = setup.forward(params, pending[:, None], state.cache, pos)
-    return lm_logits(setup.config, params, hidden[:, 0]), cache
+    return hidden[:, 0], cache
+
+
+def pending_logits(setup: ModelSetup, params: Any, state: DecodeState) -> tuple[Array, list]:
+    """Logits [B, V] (float32) for the token after each row's last one, and the cache (see pending_hidden)."""
+    hidden, cache = pending_hidden(setup, params, state)
+    return lm_logits(setup.config, params, hidden), cache
+
+
+def head_screen(setup: ModelSetup, params: Any) -> HeadScreen:
+    """The bfloat16 screen of the model's LM head that all-greedy steps read (setup.screens_head)."""
+    w, transposed = lm_head_operand(setup.config, params)
+    return greedy_head.head_screen(w, transposed=transposed)
+
+
+def next_tokens(setup: ModelSetup, params: Any, hidden: Array, sampling: SamplingParams, keys: Array,
+                screen: HeadScreen | None) -> tuple[Array, Array]:
+    """(tokens [B] int32, recorded log-probabilities [B]) after final hidden states [B, E]: sampled from the
+    logits, or, with a screen and every row greedy, the exact argmax from `greedy_head` (no logits)."""
+    greedy = sampling.temperature <= 0
+
+    def from_logits() -> tuple[Array, Array]:
+        return sample(lm_logits(setup.config, params, hidden), sampling, keys)
+
+    if screen is None:
+        token, logprob = from_logits()
+    else:
+        w, transposed = lm_head_operand(setup.config, params)
+        token, logprob = jax.lax.cond(
+            jnp.all(greedy),
+            lambda: (greedy_head.greedy_tokens(hidden, w, screen, transposed=transposed)[0],
+                     jnp.zeros(greedy.shape, jnp.float32)),
+            from_logits)
+    if not setup.greedy_logprobs:
+        logprob = jnp.where(greedy, 0.0, logprob)
+    return token, logprob
 
 
 def decode_step(setup: ModelSetup, params: Any, state: DecodeState, sampling: SamplingParams,
-                stops: StopArrays) -> DecodeState:
+                stops: StopArrays, screen: HeadScreen | None = None) -> DecodeState:
     """One token for every live row; finished rows are carried through unchanged."""
-    logits, cache = pending_logits(setup, params, state)
+    hidden, cache = pending_hidden(setup, params, state)
     live = ~state.done
     keys = jax.vmap(jax.random.fold_in)(state.keys, state.lengths)
-    token, logprob = sample(logits, sampling, keys)
+    token, logprob = next_tokens(setup, params, hidden, sampling, keys, screen)
     tokens = set_rows(state.tokens, state.lengths, token, live)
     lengths = state.lengths + live.astype(jnp.int32)
     eos = live & is_eos(token, stops)
@@ -101,8 +155,10 @@ def decode_step(setup: ModelSetup, params: Any, state: DecodeState, sampling: Sa
 
 
 def decode_segment(setup: ModelSetup, params: Any, state: DecodeState, sampling: SamplingParams,
-                   stops: StopArrays, max_steps: Array, window: int) -> DecodeState:
+                   stops: StopArrays, max_steps: Array, window: int, screen: HeadScreen | None = None) -> DecodeState:
     """Decode steps (a `lax.while_loop`) until every row is done or `max_steps` steps ran.
+
+    screen: `head_screen(setup, params)` when setup.screens_head (see `next_tokens`), else None.
 
     window (static): attend over cache slots [0, window) only. The caller guarantees every live row
     ends the segment inside it (length + max_steps <= window). The loop then runs on a copy of that
@@ -116,7 +172,7 @@ def decode_segment(setup: ModelSetup, params: Any, state: DecodeState, sampling:
 
     def body(carry: tuple[DecodeState, Array]) -> tuple[DecodeState, Array]:
         st, step = carry
-        return decode_step(setup, params, st, sampling, stops), step + 1
+        return decode_step(setup, params, st, sampling, stops, screen), step + 1
 
     def loop(st: DecodeState) -> DecodeState:
         return jax.lax.while_loop(cond, body, (st, jnp.zeros((), jnp.int32)))[0]
