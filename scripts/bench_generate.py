@@ -4,7 +4,12 @@ sampler, with this machine's decode roofline.
 Qwen2.5-0.5B-shaped model with random weights in float32 (one torch model, saved as safetensors and loaded
 by every side, so all run the same weights), 128-token random prompts, greedy, exactly --new_tokens new
 tokens (EOS ignored), batch 1 / 8 / 32. Sides:
-- ours: `Sampler.generate` (whole call) and `Engine.decode` of the steps after the first (decode loop);
+- ours: `Sampler.generate` (whole call) and `Engine.decode` of the steps after the first (decode loop), in
+  the engine's evaluation mode (greedy_logprobs=False: no log-probabilities recorded, as no peer records
+  any, so all-greedy steps take the exact argmax from a bfloat16 screen of the head where the CPU runs
+  kernels/greedy_head.py: same tokens, half the head's bytes);
+- ours (log-probs): the same with greedy_logprobs=True (the model's log-probability of every greedy token
+  recorded, so the float32 logits are computed);
 - HF: `Qwen2ForCausalLM.generate`, attn_implementation="sdpa" (pinned, printed), its default dynamic
   cache, and a second row with cache_implementation="static"; all cores or one thread, whichever is
   faster in a short trial (under contention PyTorch's OpenMP threads can run slower than one thread);
@@ -15,7 +20,8 @@ Per batch size: whole call = tokens generated / wall time of one call (prefill i
 after the first / time after the first token (HF: from its first stopping-criteria call). Timing:
 bench_util.alternate (one warm-up per side, --repeats rounds rotating the sides; medians, min-max).
 Roofline (decode steps/s): per step max(bytes of weights + attended KV cache / probed memory bandwidth,
-FLOPs / probed matmul rate), the probe of bench_util measured at the start of this run.
+FLOPs / probed matmul rate), the probe of bench_util measured at the start of this run; the weights' bytes
+are those "ours" reads (the head at 2 bytes a parameter when it is screened).
 Last line: RESULT generate b8_decode_tok_s=... hf_b8_decode_tok_s=... ratio=... b1_roofline_frac=...
 min_call_ratio=... tunix_b8_decode_tok_s=... ratio_vs_tunix=...   (ratios of medians; Tunix 0 when not run;
 without batch 8 in --batch the b8 fields are the largest batch's, without batch 1 b1 is the smallest's)
@@ -52,11 +58,13 @@ flags.DEFINE_integer("max_len", 0, "Engine cache slots per row (0 = prompt_len +
 FLAGS = flags.FLAGS
 
 
-def roofline_steps_per_s(cfg, batch: int, context: float, probe: MachineProbe) -> float:
-    """Decode steps/s bound at `batch` rows attending to `context` cached tokens on average."""
+def roofline_steps_per_s(cfg, batch: int, context: float, probe: MachineProbe, *, screened_head: bool) -> float:
+    """Decode steps/s bound at `batch` rows attending to `context` cached tokens on average, reading the
+    LM head in bfloat16 when `screened_head` (kernels/greedy_head.py), else every weight in float32."""
     weights = cfg.num_params()  # embedding counted once: it is the (tied) LM head read every step
+    head = cfg.vocab_size * cfg.hidden_size if screened_head else 0
     kv = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.dims_per_head * context * batch
-    step_bytes = 4 * (weights + kv)
+    step_bytes = 4 * (weights + kv) - 2 * head
     step_flops = 2 * weights * batch + 4 * batch * cfg.num_layers * cfg.num_heads * cfg.dims_per_head * context
     return 1.0 / max(step_bytes / probe.bandwidth, step_flops / probe.matmul_flops)
 
@@ -205,6 +213,7 @@ def main(argv):
     import torch
 
     from atomsearch_jax.generate import Sampler
+    from atomsearch_jax.kernels import greedy_head
 
     new_tokens = 16 if FLAGS.quick else FLAGS.new_tokens
     batches = [1, 8] if FLAGS.quick else [int(b) for b in FLAGS.batch]
@@ -227,13 +236,21 @@ def main(argv):
     print(f"model {FLAGS.preset} ({cfg.num_layers} layers): {cfg.num_params() / 1e6:.0f}M params, float32, prompt {FLAGS.prompt_len}, "
           f"{new_tokens} new tokens, greedy, engine max_len {max_len}; {repeats} alternated rounds, medians "
           f"(min-max)", flush=True)
-    sampler = Sampler(cfg, params, max_len=max_len, segment_steps=new_tokens)
+    sampler = Sampler(cfg, params, max_len=max_len, segment_steps=new_tokens, greedy_logprobs=False)
+    with_logprobs = Sampler(cfg, params, max_len=max_len, segment_steps=new_tokens)
+    screened = sampler.engine.head_screen is not None
+    print("ours: greedy log-probabilities off, LM head " + (
+        "read through its bfloat16 screen (kernels/greedy_head.py)" if screened else
+        f"in float32 (greedy_head not used here: {greedy_head.registration_error() or 'see ModelSetup.screens_head'})")
+        + "; ours (log-probs): float32 logits and log-probabilities", flush=True)
     rng = np.random.default_rng(0)
     results, rows, mismatches = {}, [], []
     for b in batches:
         prompts = rng.integers(0, cfg.vocab_size - 1, size=(b, FLAGS.prompt_len))  # last id: Tunix's pad
         threads = hf_threads(model, prompts)
-        sides = {"ours": OursGreedy(sampler, prompts, new_tokens), "HF": HFGreedy(model, prompts, new_tokens, None)}
+        sides = {"ours": OursGreedy(sampler, prompts, new_tokens),
+                 "ours (log-probs)": OursGreedy(with_logprobs, prompts, new_tokens),
+                 "HF": HFGreedy(model, prompts, new_tokens, None)}
         if FLAGS.hf_static:
             sides["HF static"] = HFGreedy(model, prompts, new_tokens, "static")
         if tunix is not None:
@@ -248,7 +265,7 @@ def main(argv):
             if name != "ours":
                 r["peers"][name] = timings[name]
         steps_s = (new_tokens - 1) / ours["decode"].median
-        r["roof"] = roofline_steps_per_s(cfg, b, FLAGS.prompt_len + new_tokens / 2, probe)
+        r["roof"] = roofline_steps_per_s(cfg, b, FLAGS.prompt_len + new_tokens / 2, probe, screened_head=screened)
         r["steps"] = steps_s
         results[b] = r
         n_call, n_dec = b * new_tokens, b * (new_tokens - 1)
@@ -256,7 +273,7 @@ def main(argv):
                     f"{ours['decode'].spread(n_dec, 'tok/s')}; {steps_s:.2f} steps/s = {steps_s / r['roof']:.2f} of "
                     f"the roofline {r['roof']:.2f}")
         for name, t in r["peers"].items():
-            rows.append(f"    {name:>9}: call {t['call'].spread(n_call, 'tok/s')} (ours x"
+            rows.append(f"    {name:>16}: call {t['call'].spread(n_call, 'tok/s')} (ours x"
                         f"{speedup(ours['call'], t['call']):.2f}), decode {t['decode'].spread(n_dec, 'tok/s')} "
                         f"(ours x{speedup(ours['decode'], t['decode']):.2f})")
         print("\n".join(rows[-1 - len(r["peers"]):]), flush=True)
