@@ -17,8 +17,12 @@ returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
 - "cpu_flash": the C++ flash-attention handlers of `kernels/flash_attention.py` for the training forward
   and backward on XLA:CPU (aligned masks, float32, head dim a multiple of 8), per device on a mesh; other
   calls (and operands) go where "auto" would without it.
+- "cpu_decode": the C++ handler of `kernels/decode_attention.py` for a few queries over the KV cache on
+  XLA:CPU (decoding: cache masks without padding keys, heads-major cache, float32, G <= 8, head dim a
+  multiple of 16; one device); other calls go where "auto" would without it.
 - "auto": on XLA:CPU "cpu_flash" for aligned masks of at least CPU_FLASH_MIN_QUERIES queries when the
-  operands fit and the handlers build; else "reference" wherever a row's [T, S] scores per head are no
+  operands fit and the handlers build, "cpu_decode" for at most CPU_DECODE_MAX_QUERIES queries over a cache
+  when they fit it; else "reference" wherever a row's [T, S] scores per head are no
   bigger than one block's square (T * S <= block**2): decoding (T = 1) against any cache window, short
   prefills, tiny test shapes; else "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU. Blockwise decoding re-laid the whole cache
   out into padded key blocks in every layer of every step, for scores that are only [B, K, G, 1, S]
@@ -39,15 +43,18 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from atomsearch_jax.kernels import flash_attention
+from atomsearch_jax.kernels import decode_attention, flash_attention
 
 Array = jax.Array
-IMPLEMENTATIONS = ("auto", "reference", "blockwise", "dot_product", "pallas", "cpu_flash")
+IMPLEMENTATIONS = ("auto", "reference", "blockwise", "dot_product", "pallas", "cpu_flash", "cpu_decode")
 # Fewest queries for which "auto" takes "cpu_flash" on CPU. A forward + backward of the default job's model
 # (head dim 32, 2 rows) ran within noise of the reference kernel at 304-448 queries, whose scores still fit the
 # caches, and 1.06x / 1.22x faster at 672 / 704, 2.1x the blockwise kernel at 704 (scripts/bench_sft_attention.py,
 # BENCHMARKS.md).
 CPU_FLASH_MIN_QUERIES = 384
+# Most queries per row for which "auto" takes "cpu_decode" (a decode step has 1; appended spans and prefills,
+# whose [T, S] scores make fuller products, stay on the reference kernel).
+CPU_DECODE_MAX_QUERIES = 8
 # A large finite negative instead of -inf: a fully masked row (padding query) then gives a uniform
 # softmax rather than NaNs that would poison gradients through `where`.
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -79,12 +86,13 @@ def check_implementation(name: str) -> str:
 
 
 def resolve(name: str, *, num_keys: int, block: int, aligned: bool, backend: str | None = None,
-            num_queries: int | None = None, cpu_flash_operands: bool = True) -> str:
+            num_queries: int | None = None, cpu_flash_operands: bool = True, cpu_decode_operands: bool = False) -> str:
     """The kernel "auto" stands for at these shapes (and fused kernels' fallback when not aligned).
 
     num_queries: T (default num_keys, i.e. self-attention without a cache). cpu_flash_operands: whether the
     operands fit the cpu_flash handlers (`flash_attention.supports`: float32, head dim a multiple of 8);
-    when not, "cpu_flash" and "auto" choose among the other kernels.
+    when not, "cpu_flash" and "auto" choose among the other kernels. cpu_decode_operands: whether the call
+    fits the cpu_decode handler (see `attend`); when not, "cpu_decode" and "auto" choose among the others.
     """
     check_implementation(name)
     num_queries = num_keys if num_queries is None else num_queries
@@ -92,7 +100,10 @@ def resolve(name: str, *, num_keys: int, block: int, aligned: bool, backend: str
     flash_fits = cpu_flash_operands and aligned and backend == "cpu" and num_queries == num_keys
     if name == "auto" and flash_fits and num_queries >= CPU_FLASH_MIN_QUERIES and _cpu_flash_available():
         return "cpu_flash"
-    if name == "cpu_flash" and not flash_fits:
+    decode_fits = cpu_decode_operands and not aligned and backend == "cpu"
+    if name == "auto" and decode_fits and num_queries <= CPU_DECODE_MAX_QUERIES and _cpu_decode_available():
+        return "cpu_decode"
+    if (name == "cpu_flash" and not flash_fits) or (name == "cpu_decode" and not decode_fits):
         name = "auto"
     if name == "auto":
         if num_keys <= block or num_queries * num_keys <= block * block:
@@ -117,10 +128,17 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
     if kv_layout not in ("bskd", "bksd"):
         raise ValueError(f"kv_layout={kv_layout!r}; expected 'bskd' or 'bksd'")
     num_keys = k.shape[1] if kv_layout == "bskd" else k.shape[2]
+    # The decode handler reads the heads-major cache as stored and sees no padding keys; a custom call on a
+    # mesh would need per-device specs for that layout, so it runs on one device only.
+    decode_fits = (kv_layout == "bksd" and mask.kv_valid is None and shard is None
+                   and decode_attention.supports(q, k))
     name = resolve(implementation, num_keys=num_keys, block=block, aligned=mask.aligned, num_queries=q.shape[1],
-                   cpu_flash_operands=flash_attention.supports(q, k if kv_layout == "bskd" else k.swapaxes(1, 2)))
+                   cpu_flash_operands=flash_attention.supports(q, k if kv_layout == "bskd" else k.swapaxes(1, 2)),
+                   cpu_decode_operands=decode_fits)
     if name == "reference":
         return reference_attention(q, k, v, mask, kv_layout=kv_layout)
+    if name == "cpu_decode":
+        return decode_attention.decode_attention(q, k, v, mask.q_slots).astype(q.dtype)
     if kv_layout == "bksd":
         k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)
     if name == "blockwise":
@@ -312,6 +330,19 @@ def _cpu_flash_available() -> bool:
         return True
     _warn_cpu_flash_unavailable()
     return False
+
+
+def _cpu_decode_available() -> bool:
+    if decode_attention.available():
+        return True
+    _warn_cpu_decode_unavailable()
+    return False
+
+
+@functools.cache
+def _warn_cpu_decode_unavailable() -> None:
+    logging.warning("attention: cpu_decode handler unavailable, using the XLA kernels: %s",
+                    decode_attention.registration_error())
 
 
 @functools.cache

@@ -158,7 +158,8 @@ class Attention(nn.Module):
             v_all = write_cache(cache["v"], v.astype(cache["v"].dtype), cache_index)
             cache = {"k": k_all, "v": v_all}
             k, v = k_all.astype(x.dtype), v_all.astype(x.dtype)
-        out = attend(q, k, v, mask, implementation=cfg.attention, block=cfg.attention_block, shard=c.per_device,
+        shard = c.per_device if c.mesh is not None else None
+        out = attend(q, k, v, mask, implementation=cfg.attention, block=cfg.attention_block, shard=shard,
                      kv_layout="bksd")
         out = c(out, ("batch", "length", "act_heads", "head_dim"))
         out = Projection(cfg, "bthd,hde->bte", (h, d, e), ("heads", "head_dim", "embed"), name="o", flat=True)(out)
