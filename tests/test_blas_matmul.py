@@ -179,3 +179,41 @@ def test_an_avx2_core_forced_on_an_avx512_cpu_is_warned_about_and_left_to_xla(mo
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     features.discard("avx512vl")  # no AVX-512 core fits this CPU: Haswell is the right choice
     assert blas_matmul.core_type_warning() is None
+
+
+@pytest.mark.skipif(not blas_matmul.has_few_row_loop(False), reason="the stored-layout few-row loop needs AVX-512")
+@pytest.mark.parametrize("rows", [1, 3, 8])
+def test_few_row_products_of_several_weights_match_float64_numpy_and_differentiate(rows):
+    """One call for the q, k, v projections: column counts that do not fill a 16-column group, chunks that
+    straddle two weights (a 40,000-column weight split over threads), and the gradient through the call."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 1, 100)).astype(np.float32)
+    ws = tuple(rng.standard_normal((100, n)).astype(np.float32) for n in (40_000, 24, 17))
+    got = jax.jit(blas_matmul.few_row_products)(x, ws)
+    for y, w in zip(got, ws):
+        assert y.shape == (rows, 1, w.shape[1])
+        np.testing.assert_allclose(np.asarray(y), x.astype(np.float64) @ w.astype(np.float64), rtol=1e-5, atol=1e-4)
+
+    def loss(x, ws, product):
+        return sum(jnp.sum(jnp.sin(y)) for y in product(x, ws))
+
+    grads = jax.grad(loss, argnums=(0, 1))(x, ws, blas_matmul.few_row_products)
+    want = jax.grad(loss, argnums=(0, 1))(x, ws, lambda x, ws: tuple(x @ w for w in ws))
+    for g, h in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(h), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(not blas_matmul.has_few_row_loop(False), reason="the stored-layout few-row loop needs AVX-512")
+def test_decoding_projects_q_k_v_in_one_call():
+    """A decode step's q, k and v (8 rows, 1.2M weight elements together) run as one handler call, with the
+    cached forward's hidden states equal to XLA's dot's."""
+    cfg = tiny_config(hidden_size=512, num_heads=8, num_kv_heads=2, intermediate_size=256, num_layers=1,
+                      attention_bias=True)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (8, 1)), jnp.int32)
+    index = jnp.full((8,), 3, jnp.int32)
+    run = lambda c: forward_cached(c, params, tokens, init_cache(c, 8, 8), index)[0]  # noqa: E731
+    hlo = jax.jit(run, static_argnums=0).lower(cfg.replace(matmul="blas")).as_text()
+    assert hlo.count("atomsearch_few_rows_many") == 1
+    np.testing.assert_allclose(np.asarray(run(cfg.replace(matmul="blas"))), np.asarray(run(cfg.replace(matmul="xla"))),
+                               rtol=1e-4, atol=1e-4)

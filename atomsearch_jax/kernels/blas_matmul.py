@@ -34,6 +34,7 @@ Array = jax.Array
 POLICIES = ("auto", "xla", "blas")
 _SOURCE = Path(__file__).with_name("blas_matmul.cc")
 _TARGET = "atomsearch_sgemm"
+_MANY_TARGET = "atomsearch_few_rows_many"
 SKINNY_MAX_ROWS = 8  # kMaxRows in blas_matmul.cc
 
 
@@ -111,10 +112,11 @@ def registration_error() -> str | None:
     """Builds and registers the handler once per process; None when ready, else why not."""
     try:
         library = ctypes.cdll.LoadLibrary(str(build.shared_library(_SOURCE, _openblas_flags())))
-        handler = library.AtomsearchSgemm
+        handler, many = library.AtomsearchSgemm, library.AtomsearchFewRowsMany
     except (OSError, build.BuildError, AttributeError) as e:
         return str(e)
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    jax.ffi.register_ffi_target(_MANY_TARGET, jax.ffi.pycapsule(many), platform="cpu")
     if (warning := core_type_warning()) is not None:
         logging.warning("blas_matmul: %s", warning)
     return None
@@ -204,3 +206,50 @@ def matmul(x: Array, w: Array, *, transposed: bool = False, policy: str = "auto"
         return jnp.matmul(x, w.T if transposed else w)
     y = _blas_matmul(x.reshape(rows, k), w, transposed)
     return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def groups_few_rows(x_dtype, w_dtype, policy: str = "auto", *, rows: int, weight_elements: int) -> bool:
+    """Whether `few_row_products` should run `rows` rows against weights of `weight_elements` elements in all
+    (stored [K, N]): `uses_blas` would take the handler for one such weight, and the rows fit its few-row
+    loop (built here)."""
+    return (1 <= rows <= SKINNY_MAX_ROWS and has_few_row_loop(False)
+            and uses_blas(x_dtype, w_dtype, policy, rows=rows, weight_elements=weight_elements))
+
+
+def _few_rows_many(x: Array, ws: tuple[Array, ...]) -> tuple[Array, ...]:
+    call = jax.ffi.ffi_call(_MANY_TARGET, tuple(jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), jnp.float32)
+                                                for w in ws), vmap_method="sequential")
+    return tuple(call(x, *ws))
+
+
+@jax.custom_vjp
+def _grouped(x: Array, ws: tuple[Array, ...]) -> tuple[Array, ...]:
+    return _few_rows_many(x, ws)
+
+
+def _grouped_fwd(x: Array, ws: tuple[Array, ...]):
+    return _few_rows_many(x, ws), (x, ws)
+
+
+def _grouped_bwd(residuals, dys: tuple[Array, ...]):
+    x, ws = residuals
+    dx = sum(_sgemm(dy, w, False, True) for dy, w in zip(dys, ws))
+    return dx, tuple(_sgemm(x, dy, True, False) for dy in dys)
+
+
+_grouped.defvjp(_grouped_fwd, _grouped_bwd)
+
+
+def few_row_products(x: Array, ws: tuple[Array, ...]) -> tuple[Array, ...]:
+    """(x @ w for w in ws) for x [..., K] of at most SKINNY_MAX_ROWS flattened rows and float32 weights
+    [K, N_i], in one handler call (see `groups_few_rows`). Returns [..., N_i] each."""
+    k = x.shape[-1]
+    rows = math.prod(x.shape[:-1])
+    if not ws or any(w.ndim != 2 or w.shape[0] != k for w in ws):
+        raise ValueError(f"few_row_products: x {x.shape} and weights {[w.shape for w in ws]} do not contract")
+    if not 1 <= rows <= SKINNY_MAX_ROWS:
+        raise ValueError(f"few_row_products: {rows} rows; the handler's loop takes 1-{SKINNY_MAX_ROWS}")
+    if not available():
+        raise RuntimeError(f"few_row_products: the handler is unavailable: {registration_error()}")
+    ys = _grouped(x.reshape(rows, k), tuple(ws))
+    return tuple(y.reshape(*x.shape[:-1], y.shape[-1]) for y in ys)

@@ -104,9 +104,15 @@ class Projection(nn.Module):
     flat: bool = False
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, *, weights_only: bool = False) -> Array | tuple[Array, Array | None]:
+        """y, or with weights_only the (kernel in x's dtype, bias or None) that y would use."""
         kernel = _param(self, "kernel", nn.initializers.normal(0.02), self.kernel_shape, self.kernel_axes, self.cfg)
         kernel = kernel.astype(x.dtype)
+        bias = None
+        if self.bias_shape is not None:
+            bias = _param(self, "bias", nn.initializers.zeros, self.bias_shape, self.bias_axes, self.cfg).astype(x.dtype)
+        if weights_only:
+            return kernel, bias
         if self.flat:
             n = kernel.ndim - 1
             y = blas_matmul.matmul(x.reshape(*x.shape[:-n], -1), kernel.reshape(-1, kernel.shape[-1]),
@@ -117,14 +123,25 @@ class Projection(nn.Module):
             y = y.reshape(*x.shape[:-1], *kernel.shape[1:])
         else:
             y = jnp.einsum(self.spec, x, kernel)
-        if self.bias_shape is not None:
-            y = y + _param(self, "bias", nn.initializers.zeros, self.bias_shape, self.bias_axes, self.cfg).astype(x.dtype)
-        return y
+        return y if bias is None else y + bias
 
 
 class Attention(nn.Module):
     cfg: ModelConfig
     constrain: Constrainer
+
+    def _project(self, x: Array, projections: tuple[Projection, ...]) -> tuple[Array, ...]:
+        """q, k, v of x [B, T, E]: while decoding (a few rows, float32 on the OpenBLAS handler's few-row loop)
+        as one handler call over the three kernels, else one product each."""
+        rows = math.prod(x.shape[:-1])
+        elements = sum(math.prod(p.kernel_shape) for p in projections)
+        if not blas_matmul.groups_few_rows(x.dtype, self.cfg.storage_dtype, self.cfg.matmul, rows=rows,
+                                           weight_elements=elements):
+            return tuple(p(x) for p in projections)
+        weights = [p(x, weights_only=True) for p in projections]
+        ys = blas_matmul.few_row_products(x, tuple(w.reshape(w.shape[0], -1) for w, _ in weights))
+        shaped = (y.reshape(*x.shape[:-1], *w.shape[1:]) for y, (w, _) in zip(ys, weights))
+        return tuple(y if b is None else y + b for y, (_, b) in zip(shaped, weights))
 
     @nn.compact
     def __call__(self, x: Array, positions: Array, mask: KeyMask, cache: dict | None,
@@ -141,12 +158,14 @@ class Attention(nn.Module):
         cfg, c = self.cfg, self.constrain
         e, h, kv, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.dims_per_head
         bias = cfg.attention_bias
-        q = Projection(cfg, "bte,ehd->bthd", (e, h, d), ("embed", "heads", "head_dim"), (h, d) if bias else None,
-                       ("heads", "head_dim"), name="q")(x)
-        k = Projection(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"), (kv, d) if bias else None,
-                       ("kv_heads", "head_dim"), name="k")(x)
-        v = Projection(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"), (kv, d) if bias else None,
-                       ("kv_heads", "head_dim"), name="v")(x)
+        projections = (
+            Projection(cfg, "bte,ehd->bthd", (e, h, d), ("embed", "heads", "head_dim"), (h, d) if bias else None,
+                       ("heads", "head_dim"), name="q"),
+            Projection(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"), (kv, d) if bias else None,
+                       ("kv_heads", "head_dim"), name="k"),
+            Projection(cfg, "bte,ekd->btkd", (e, kv, d), ("embed", "kv_heads", "head_dim"), (kv, d) if bias else None,
+                       ("kv_heads", "head_dim"), name="v"))
+        q, k, v = self._project(x, projections)
         if cfg.qk_norm:  # Qwen3: every query and key head RMS-normalised over head_dim before RoPE
             q, k = RMSNorm(cfg, name="q_norm")(q), RMSNorm(cfg, name="k_norm")(k)
         q = c(rotary_embedding(q, positions, cfg.rope_theta), ("batch", "length", "act_heads", "head_dim"))
