@@ -6,8 +6,8 @@ by every side, so all run the same weights), 128-token random prompts, greedy, e
 tokens (EOS ignored), batch 1 / 8 / 32. Sides:
 - ours: `Sampler.generate` (whole call) and `Engine.decode` of the steps after the first (decode loop), in
   the engine's evaluation mode (greedy_logprobs=False: no log-probabilities recorded, as no peer records
-  any, so all-greedy steps take the exact argmax from a bfloat16 screen of the head where the CPU runs
-  kernels/greedy_head.py: same tokens, half the head's bytes);
+  any, so all-greedy steps take the exact argmax from an int8 screen of the head where the CPU runs
+  kernels/greedy_head.py: same tokens, a quarter of the head's bytes);
 - ours (log-probs): the same with greedy_logprobs=True (the model's log-probability of every greedy token
   recorded, so the float32 logits are computed);
 - HF: `Qwen2ForCausalLM.generate`, attn_implementation="sdpa" (pinned, printed), its default dynamic
@@ -21,7 +21,7 @@ after the first / time after the first token (HF: from its first stopping-criter
 bench_util.alternate (one warm-up per side, --repeats rounds rotating the sides; medians, min-max).
 Roofline (decode steps/s): per step max(bytes of weights + attended KV cache / probed memory bandwidth,
 FLOPs / probed matmul rate), the probe of bench_util measured at the start of this run; the weights' bytes
-are those "ours" reads (the head at 2 bytes a parameter when it is screened).
+are those "ours" reads (the head at 1 byte a parameter when it is screened).
 Last line: RESULT generate b8_decode_tok_s=... hf_b8_decode_tok_s=... ratio=... b1_roofline_frac=...
 min_call_ratio=... tunix_b8_decode_tok_s=... ratio_vs_tunix=...   (ratios of medians; Tunix 0 when not run;
 without batch 8 in --batch the b8 fields are the largest batch's, without batch 1 b1 is the smallest's)
@@ -60,11 +60,11 @@ FLAGS = flags.FLAGS
 
 def roofline_steps_per_s(cfg, batch: int, context: float, probe: MachineProbe, *, screened_head: bool) -> float:
     """Decode steps/s bound at `batch` rows attending to `context` cached tokens on average, reading the
-    LM head in bfloat16 when `screened_head` (kernels/greedy_head.py), else every weight in float32."""
+    LM head in int8 when `screened_head` (kernels/greedy_head.py), else every weight in float32."""
     weights = cfg.num_params()  # embedding counted once: it is the (tied) LM head read every step
     head = cfg.vocab_size * cfg.hidden_size if screened_head else 0
     kv = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.dims_per_head * context * batch
-    step_bytes = 4 * (weights + kv) - 2 * head
+    step_bytes = 4 * (weights + kv) - 3 * head
     step_flops = 2 * weights * batch + 4 * batch * cfg.num_layers * cfg.num_heads * cfg.dims_per_head * context
     return 1.0 / max(step_bytes / probe.bandwidth, step_flops / probe.matmul_flops)
 
@@ -240,7 +240,7 @@ def main(argv):
     with_logprobs = Sampler(cfg, params, max_len=max_len, segment_steps=new_tokens)
     screened = sampler.engine.head_screen is not None
     print("ours: greedy log-probabilities off, LM head " + (
-        "read through its bfloat16 screen (kernels/greedy_head.py)" if screened else
+        "read through its int8 screen (kernels/greedy_head.py)" if screened else
         f"in float32 (greedy_head not used here: {greedy_head.registration_error() or 'see ModelSetup.screens_head'})")
         + "; ours (log-probs): float32 logits and log-probabilities", flush=True)
     rng = np.random.default_rng(0)

@@ -1,8 +1,7 @@
-"""kernels.greedy_head: the exact argmax of the float32 logits through a bfloat16 screen (checked against the
+"""kernels.greedy_head: the exact argmax of the float32 logits through an int8 screen (checked against the
 dense-product handler's loop and numpy), its screen against numpy, and the Engine's evaluation mode."""
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -55,23 +54,32 @@ def test_more_than_eight_rows_run_in_groups(transposed):
 
 
 @pytest.mark.parametrize("transposed", [True, False])
-def test_tokens_bfloat16_cannot_tell_apart_are_decided_in_float32(transposed):
-    """30 rows equal in bfloat16 hold the largest logits; nudged below bfloat16's resolution, they differ in
-    float32, where the last one wins. The bfloat16 logits alone tie and would pick the first."""
+def test_tokens_the_screen_cannot_tell_apart_are_decided_in_float32(transposed):
+    """Rows 100 and 200 hold the largest logits and quantize to the same int8 row and scale. Row 200 is nudged
+    along x (its float32 logit is larger); row 100 further, but orthogonally to x (its logit is the same as
+    unnudged, its bound wider). Only the float32 check finds row 200: the screen's values tie, and its upper
+    bounds favour row 100."""
     rng = np.random.default_rng(0)
     v, k = 4096, 128
     rows_vk = rng.normal(0, 0.02, (v, k)).astype(np.float32)
-    base = (rng.choice([-1, 1], k) * rng.uniform(0.01, 0.04, k)).astype(ml_dtypes.bfloat16).astype(np.float32)
-    hidden = rng.normal(0, 1, (2, k)).astype(np.float32)
-    hidden[0] = np.sign(base) * 3  # the group's logits (~8) are far above the rest
-    group = list(range(100, 3000, 97))
-    for i, j in enumerate(group):  # nudges of at most 3e-6, below half a bfloat16 ulp (>= 3.9e-5 here)
-        rows_vk[j] = base + np.float32(1e-7) * i * np.sign(base)
-    np.testing.assert_array_equal(rows_vk[group].astype(ml_dtypes.bfloat16).astype(np.float32),
-                                  np.tile(base, (len(group), 1)))
+    step = np.float32(0.04 / 127)
+    base = (rng.integers(-100, 101, k) * step).astype(np.float32)
+    base[0] = 127 * step  # the largest magnitude, left alone: every nudged row keeps base's scale
+    x = (np.sign(base) * 3 + rng.normal(0, 0.1, k)).astype(np.float32)  # the two rows' logits far above the rest
+    along = np.float32(2e-6) * np.sign(x)
+    across = rng.normal(0, 1, k)
+    across[0] = along[0] = 0
+    across -= across @ x / (x[1:] @ x[1:]) * x * (np.arange(k) > 0)
+    across = (across / np.abs(across).max() * 5e-5).astype(np.float32)  # a third of a quantization step
+    rows_vk[100], rows_vk[200] = base + across, base + along
     w = rows_vk if transposed else np.ascontiguousarray(rows_vk.T)
+    screen = greedy_head.head_screen(jnp.asarray(w), transposed=transposed)
+    np.testing.assert_array_equal(np.asarray(screen.rows)[100], np.asarray(screen.rows)[200])
+    assert np.asarray(screen.norms)[2, 100] == np.asarray(screen.norms)[2, 200]  # the same scale
+    assert np.asarray(screen.norms)[1, 100] > np.asarray(screen.norms)[1, 200]  # row 100's wider bound
+    hidden = np.stack([x, rng.normal(0, 1, k).astype(np.float32)])
     tokens, _ = greedy(hidden, w, transposed)
-    assert tokens[0] == group[-1]
+    assert tokens[0] == 200
     ref = loop_logits(hidden, w, transposed) if blas_matmul.available() else hidden @ rows_vk.T
     np.testing.assert_array_equal(tokens, ref.argmax(-1))
 
@@ -108,17 +116,22 @@ def test_non_finite_values_give_numpys_argmax(transposed):
 
 
 @pytest.mark.parametrize("transposed", [True, False])
-def test_screen_holds_the_rounded_rows_and_their_norms(transposed):
+def test_screen_holds_the_quantized_rows_and_their_norms(transposed):
     rng = np.random.default_rng(3)
     rows_vk = rng.normal(0, 0.5, (67, 40)).astype(np.float32)
+    rows_vk[5] = 0  # a zero row: scale 1, all zeros
     w = rows_vk if transposed else np.ascontiguousarray(rows_vk.T)
     screen = jax.jit(lambda w: greedy_head.head_screen(w, transposed=transposed))(jnp.asarray(w))
-    rounded = rows_vk.astype(ml_dtypes.bfloat16)
-    np.testing.assert_array_equal(np.asarray(screen.rows), rounded)
-    back = rounded.astype(np.float64)
-    want = np.stack([np.linalg.norm(rows_vk.astype(np.float64), axis=-1),
-                     np.linalg.norm(rows_vk - back, axis=-1), np.linalg.norm(back, axis=-1)])
-    np.testing.assert_allclose(np.asarray(screen.norms), want, rtol=1e-5)
+    top = np.abs(rows_vk).max(axis=1)
+    scale = np.where(top > 0, top / np.float32(127), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(rows_vk * (np.float32(1) / scale)[:, None]), -127, 127).astype(np.int8)
+    np.testing.assert_array_equal(np.asarray(screen.rows), q)
+    norms = np.asarray(screen.norms)
+    np.testing.assert_array_equal(norms[2], scale)
+    np.testing.assert_array_equal(norms[3], q.astype(np.int64).sum(axis=1))
+    rows64, back = rows_vk.astype(np.float64), q.astype(np.float64) * scale[:, None]
+    np.testing.assert_allclose(norms[:2], np.stack([np.linalg.norm(rows64, axis=1),
+                                                    np.linalg.norm(rows64 - back, axis=1)]), rtol=1e-5, atol=1e-7)
 
 
 def test_bad_operands_are_named():
@@ -174,5 +187,5 @@ def test_engine_set_params_rebuilds_the_screen():
                              stops=engine.stop_set(eos=False))
     got = [r.tokens[r.prompt_length:].tolist() for r in engine.export(state).rows()]
     assert got == [c.tokens for c in want]
-    np.testing.assert_array_equal(np.asarray(engine.head_screen.rows),  # tiny_config's head is untied: [E, V]
-                                  np.asarray(other["lm_head"]["kernel"]).T.astype(ml_dtypes.bfloat16))
+    want = greedy_head.head_screen(other["lm_head"]["kernel"], transposed=False)  # tiny_config's head: untied
+    np.testing.assert_array_equal(np.asarray(engine.head_screen.rows), np.asarray(want.rows))

@@ -157,7 +157,7 @@ class Engine:
     segment uses the smallest one that holds every live row until the segment's step budget ends, so
     short rows in a long cache do not pay for attending over all max_len slots. greedy_logprobs: when False,
     greedy rows record log-probability 0 (that of the point mass they are drawn from) instead of the model's,
-    and on one XLA:CPU device with a float32 model all-greedy steps read a bfloat16 screen of the LM head
+    and on one XLA:CPU device with a float32 model all-greedy steps read an int8 screen of the LM head
     instead of all of it, with the same tokens (kernels/greedy_head.py; the screen is rebuilt by
     `set_params`). For evaluation, where no log-probability is used.
     """

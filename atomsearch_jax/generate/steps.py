@@ -103,7 +103,7 @@ def pending_logits(setup: ModelSetup, params: Any, state: DecodeState) -> tuple[
 
 
 def head_screen(setup: ModelSetup, params: Any) -> HeadScreen:
-    """The bfloat16 screen of the model's LM head that all-greedy steps read (setup.screens_head)."""
+    """The int8 screen of the model's LM head that all-greedy steps read (setup.screens_head)."""
     w, transposed = lm_head_operand(setup.config, params)
     return greedy_head.head_screen(w, transposed=transposed)
 
