@@ -103,6 +103,19 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Screen(const Row* ro
   const __mmask64 tail = k % kStep ? (__mmask64{1} << (k % kStep)) - 1 : __mmask64{0};
   const uint8_t* x[R];
   for (int r = 0; r < R; ++r) x[r] = rows[r].u8.data();
+  // The widest bound of any token here, per row: most tokens' values fall below the best lower bound by more
+  // than that and are passed over without computing their own.
+  // (A non-finite norm makes every bound here infinite: no token is passed over, and its own bound redoes the row.)
+  float widest_e = 0, widest_d = 0;
+  bool finite = true;
+  for (int64_t j = j0; j < j1; ++j) {
+    finite = finite && std::isfinite(norms[j]) && std::isfinite(norms[n + j]);
+    widest_e = std::max(widest_e, norms[j]), widest_d = std::max(widest_d, norms[n + j]);
+  }
+  float widest[R];
+  for (int r = 0; r < R; ++r) {
+    widest[r] = finite ? rows[r].e * widest_e + rows[r].d * widest_d + kTiny : std::numeric_limits<float>::infinity();
+  }
   for (int64_t j = j0; j < j1; ++j) {
     const int8_t* wj = head + j * k;
     const int8_t* ahead = head + std::min(j + kScreenPrefetchRows, n - 1) * k;
@@ -127,7 +140,9 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Screen(const Row* ro
       const Row& row = rows[r];
       // sum of x_int * w_int: exact in int32 (|sum| <= 255 * 127 * k); as a float within 2^-24 of itself
       const float value = static_cast<float>(_mm512_reduce_add_epi32(acc[r]) - zero_point_sum) * (row.scale * scale);
-      const float bound = row.e * e + row.d * d + kTiny + std::fabs(value) * 0x1p-20f;  // + value's roundings
+      const float rounding = std::fabs(value) * 0x1p-20f;  // of value itself, and of value -/+ bound
+      if (value + (widest[r] + rounding) < out[r].best_lower) continue;  // (also false for NaN: offered below)
+      const float bound = row.e * e + row.d * d + kTiny + rounding;
       const float lower = value - bound, upper = value + bound;
       if (std::isfinite(lower) && std::isfinite(upper)) {
         out[r].Offer(j, lower, upper);
