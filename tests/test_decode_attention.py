@@ -8,7 +8,7 @@ import pytest
 from atomsearch_jax.generate import Sampler, sampling_arrays
 from atomsearch_jax.kernels import decode_attention
 from atomsearch_jax.model import init_params, tiny_config
-from atomsearch_jax.model.attention import KeyMask, reference_attention, resolve
+from atomsearch_jax.model.attention import CPU_DECODE_MIN_HEAD_DIM, KeyMask, reference_attention, resolve
 
 pytestmark = pytest.mark.skipif(not decode_attention.available(),
                                 reason=f"decode attention: {decode_attention.registration_error()}")
@@ -47,12 +47,15 @@ def test_auto_takes_it_for_a_few_queries_over_a_cache_on_cpu():
                    cpu_decode_operands=False) == "reference"
 
 
-def test_decoding_through_it_matches_the_reference_kernel():
-    base = tiny_config(hidden_size=64, num_heads=4, num_kv_heads=2, num_layers=2)  # head dim 16
+@pytest.mark.parametrize("head_dim", [16, 64])
+def test_decoding_through_it_matches_the_reference_kernel(head_dim):
+    """attention="cpu_decode" (and "auto" from CPU_DECODE_MIN_HEAD_DIM) decodes as the reference kernel does."""
+    base = tiny_config(hidden_size=4 * head_dim, num_heads=4, num_kv_heads=2, num_layers=2)
     params = init_params(base, jax.random.PRNGKey(2))
     prompts = [[5, 9, 17, 3, 44], [60, 2], [7, 7, 8, 30, 31, 32, 33, 1, 2]]
     outs = {}
-    for attention in ("auto", "reference"):
+    handler = "cpu_decode" if head_dim < CPU_DECODE_MIN_HEAD_DIM else "auto"
+    for attention in (handler, "reference"):
         sampler = Sampler(base.replace(attention=attention), params, max_len=48)
         outs[attention] = sampler.generate(prompts, max_new_tokens=16, temperature=0.0, ignore_eos=True)
         engine = sampler.engine
@@ -60,7 +63,18 @@ def test_decoding_through_it_matches_the_reference_kernel():
                                                                engine.stop_set().arrays()))
         hlo = engine._programs.decode.lower(engine.params, engine.start(prompts, max_new_tokens=4), sampling, stops,
                                             np.int32(2), 48).as_text()  # the handler is called under "auto" only
-        assert ("atomsearch_decode_attention" in hlo) == (attention == "auto")
-    assert [c.tokens for c in outs["auto"]] == [c.tokens for c in outs["reference"]]
-    np.testing.assert_allclose([c.logprobs for c in outs["auto"]], [c.logprobs for c in outs["reference"]],
+        assert ("atomsearch_decode_attention" in hlo) == (attention == handler)
+    assert [c.tokens for c in outs[handler]] == [c.tokens for c in outs["reference"]]
+    np.testing.assert_allclose([c.logprobs for c in outs[handler]], [c.logprobs for c in outs["reference"]],
                                atol=1e-5)
+
+
+def test_auto_leaves_small_heads_to_the_reference_kernel():
+    """The default job's head dim (32) is below CPU_DECODE_MIN_HEAD_DIM: its decoding keeps the reference kernel."""
+    cfg = tiny_config(hidden_size=128, num_heads=4, num_kv_heads=2, num_layers=1)
+    sampler = Sampler(cfg, init_params(cfg, jax.random.PRNGKey(0)), max_len=32)
+    engine = sampler.engine
+    sampling, stops = jax.tree_util.tree_map(jnp.asarray, (sampling_arrays(1), engine.stop_set().arrays()))
+    hlo = engine._programs.decode.lower(engine.params, engine.start([[1, 2]], max_new_tokens=4), sampling, stops,
+                                        np.int32(2), 32).as_text()
+    assert "atomsearch_decode_attention" not in hlo

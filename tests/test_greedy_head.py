@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from atomsearch_jax.generate import Engine, Sampler, sampling_arrays
+from atomsearch_jax.generate import Engine, Sampler, sampling_arrays, steps
 from atomsearch_jax.kernels import blas_matmul, greedy_head
 from atomsearch_jax.model import init_params, tiny_config
 
@@ -146,6 +146,18 @@ def test_bad_operands_are_named():
 CFG = tiny_config(vocab_size=300)
 PARAMS = init_params(CFG, jax.random.PRNGKey(4))
 PROMPTS = [[5, 9, 17, 3, 44], [60, 2], [7, 7, 8, 30, 31, 32, 33, 1, 2], [11]]
+
+
+@pytest.fixture(autouse=True)
+def screen_tiny_heads(monkeypatch, request):
+    """The tiny models' heads are below SCREEN_MIN_HEAD_ELEMENTS; the engine tests screen them anyway."""
+    if "keeps" not in request.node.name:
+        monkeypatch.setattr(steps, "SCREEN_MIN_HEAD_ELEMENTS", 0)
+
+
+def test_engine_keeps_small_heads_on_the_logits_path():
+    engine = Engine(CFG, PARAMS, max_len=32, greedy_logprobs=False)
+    assert engine.head_screen is None  # 300 x 32 elements: XLA's dot computes this head
 
 
 @pytest.mark.parametrize("tied", [False, True])

@@ -16,13 +16,19 @@ from jax.sharding import Mesh
 from atomsearch_jax.generate.sampling import SamplingParams, sample
 from atomsearch_jax.generate.state import DecodeState, StopReason, gather_rows, set_rows
 from atomsearch_jax.generate.stops import StopArrays, is_eos, match_stops
-from atomsearch_jax.kernels import greedy_head
+from atomsearch_jax.kernels import blas_matmul, greedy_head
 from atomsearch_jax.kernels.greedy_head import HeadScreen
 from atomsearch_jax.model import ModelConfig, forward_cached, init_cache, lm_logits
 from atomsearch_jax.model.transformer import lm_head_operand
 from atomsearch_jax.parallel import SAMPLE_RULES
 
 Array = jax.Array
+
+
+# Smallest LM head (elements) whose all-greedy steps read the int8 screen: the heads whose logits the
+# dense-product handler computes (blas_matmul.MIN_WEIGHT_ELEMENTS), whose loop the screen's float32 check adds
+# in the order of; a smaller head keeps XLA's dot and its exact tokens (the default job's model among them).
+SCREEN_MIN_HEAD_ELEMENTS = blas_matmul.MIN_WEIGHT_ELEMENTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +47,12 @@ class ModelSetup:
     @property
     def screens_head(self) -> bool:
         """Whether all-greedy decode steps take their tokens from `kernels.greedy_head` (through a HeadScreen
-        of the head): greedy log-probabilities off, one XLA:CPU device, a float32 model, the dense-product
-        policy not pinned to XLA's dot, and a CPU the handler runs on."""
+        of the head): greedy log-probabilities off, one XLA:CPU device, a float32 model with a head of at least
+        SCREEN_MIN_HEAD_ELEMENTS, the dense-product policy not pinned to XLA's dot, and a CPU the handler runs
+        on."""
         cfg = self.config
         return (not self.greedy_logprobs and self.mesh is None and cfg.matmul != "xla"
+                and cfg.vocab_size * cfg.hidden_size >= SCREEN_MIN_HEAD_ELEMENTS
                 and cfg.storage_dtype == jnp.float32 and cfg.compute_dtype == jnp.float32
                 and jax.default_backend() == "cpu" and greedy_head.available())
 

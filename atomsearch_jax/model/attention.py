@@ -22,7 +22,7 @@ returns [B, T, H, D] in q's dtype; scores and the softmax are float32.
   multiple of 16; one device); other calls go where "auto" would without it.
 - "auto": on XLA:CPU "cpu_flash" for aligned masks of at least CPU_FLASH_MIN_QUERIES queries when the
   operands fit and the handlers build, "cpu_decode" for at most CPU_DECODE_MAX_QUERIES queries over a cache
-  when they fit it; else "reference" wherever a row's [T, S] scores per head are no
+  when they fit it and the head dim is at least CPU_DECODE_MIN_HEAD_DIM; else "reference" wherever a row's [T, S] scores per head are no
   bigger than one block's square (T * S <= block**2): decoding (T = 1) against any cache window, short
   prefills, tiny test shapes; else "pallas" on TPU, "dot_product" on GPU, "blockwise" on CPU. Blockwise decoding re-laid the whole cache
   out into padded key blocks in every layer of every step, for scores that are only [B, K, G, 1, S]
@@ -53,8 +53,11 @@ IMPLEMENTATIONS = ("auto", "reference", "blockwise", "dot_product", "pallas", "c
 # BENCHMARKS.md).
 CPU_FLASH_MIN_QUERIES = 384
 # Most queries per row for which "auto" takes "cpu_decode" (a decode step has 1; appended spans and prefills,
-# whose [T, S] scores make fuller products, stay on the reference kernel).
+# whose [T, S] scores make fuller products, stay on the reference kernel), and the smallest head dim: the
+# handler's gain was measured at Qwen2.5-0.5B's 64 (scripts/bench_generate.py); the default job's model (head
+# dim 32) keeps the reference kernel its documented runs used.
 CPU_DECODE_MAX_QUERIES = 8
+CPU_DECODE_MIN_HEAD_DIM = 64
 # A large finite negative instead of -inf: a fully masked row (padding query) then gives a uniform
 # softmax rather than NaNs that would poison gradients through `where`.
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -132,6 +135,8 @@ def attend(q: Array, k: Array, v: Array, mask: KeyMask, *, implementation: str =
     # mesh would need per-device specs for that layout, so it runs on one device only.
     decode_fits = (kv_layout == "bksd" and mask.kv_valid is None and shard is None
                    and decode_attention.supports(q, k))
+    if implementation == "auto":
+        decode_fits = decode_fits and q.shape[-1] >= CPU_DECODE_MIN_HEAD_DIM
     name = resolve(implementation, num_keys=num_keys, block=block, aligned=mask.aligned, num_queries=q.shape[1],
                    cpu_flash_operands=flash_attention.supports(q, k if kv_layout == "bskd" else k.swapaxes(1, 2)),
                    cpu_decode_operands=decode_fits)
