@@ -158,7 +158,7 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::B
   const int64_t items = sh.b * sh.kv * sh.t;
   if (items == 0 || sh.s == 0) return ffi::Error::Success();
   // Items are small and alike: a few per thread (PlanChunks sizes chunks by weight elements, not items).
-  const int64_t threads = std::min<int64_t>(pool.num_threads(), std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t threads = parallel::Threads(pool);
   const int64_t chunks = std::min<int64_t>(items, std::max<int64_t>(1, threads) * 2);
   const parallel::Plan plan{threads, chunks, (items + chunks - 1) / chunks};
   const auto run = [&](int64_t first, int64_t last) {

@@ -38,8 +38,13 @@ struct Plan {
   int64_t threads, chunks, size;
 };
 
+// Threads a product may use: XLA's intra-op pool, at most one per core.
+inline int64_t Threads(ffi::ThreadPool& pool) {
+  return std::min<int64_t>(pool.num_threads(), std::max(1u, std::thread::hardware_concurrency()));
+}
+
 inline Plan PlanChunks(ffi::ThreadPool& pool, int64_t extent, int64_t elements, int64_t align) {
-  const int64_t threads = std::min<int64_t>(pool.num_threads(), std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t threads = Threads(pool);
   const int64_t blocks = (extent + align - 1) / align;
   int64_t wanted = std::min({blocks, std::max<int64_t>(1, elements / kMinChunkElements),
                              std::max<int64_t>(1, threads) * kChunksPerThread});
