@@ -15,8 +15,10 @@ namespace ffi = xla::ffi;
 #include <immintrin.h>
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -55,31 +57,103 @@ inline Plan PlanChunks(ffi::ThreadPool& pool, int64_t extent, int64_t elements, 
   return {threads, (extent + size - 1) / size, size};
 }
 
-// Runs chunk(slot, c) once for each c in [0, plan.chunks): on the caller (slot 0) and on plan.threads - 1 tasks
-// of XLA's pool (slots 1, 2, ...), which claim chunks from a shared counter; returns when every chunk has
-// returned. A task may start after this call returned: it holds the queue, finds no chunk left and calls
-// nothing.
-inline void RunChunks(ffi::ThreadPool& pool, const Plan& plan, const std::function<void(int64_t, int64_t)>& chunk) {
-  struct Queue {
-    std::atomic<int64_t> next{0}, done{0}, slots{1};
-    int64_t chunks = 0;
-    const std::function<void(int64_t, int64_t)>* chunk = nullptr;
+// The chunks of one product, claimed from a shared counter by the caller (slot 0) and by pool tasks (slots
+// 1 .. threads - 1). A task that arrives after every slot or chunk is taken returns without calling chunk.
+struct Queue {
+  std::atomic<int64_t> next{0}, done{0}, slots{1};
+  int64_t chunks = 0, threads = 1;
+  const std::function<void(int64_t, int64_t)>* chunk = nullptr;
 
-    void Drain(int64_t slot) {
-      for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
-        (*chunk)(slot, c);
-        done.fetch_add(1, std::memory_order_release);
-      }
+  void Drain(int64_t slot) {
+    if (slot >= threads) return;  // slots index per-thread buffers (SumOverRows)
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      (*chunk)(slot, c);
+      done.fetch_add(1, std::memory_order_release);
     }
-  };
+  }
+  void Join() { Drain(slots.fetch_add(1, std::memory_order_relaxed)); }
+};
+
+// Waking a sleeping pool thread took 25-40 us under KVM, a third of a decode step's attention or q/k/v
+// product: so a task that has drained its queue stays awake for kLinger, taking the chunks of the queues
+// posted meanwhile (the next products of the step, a few us apart). At most threads - 1 tasks linger, so the
+// caller's core stays free. The posting is process-wide (a function-local static of an inline function is
+// one object across the handler libraries), so a product of one library finds the task another left.
+struct Posting {
+  std::mutex mu;                       // guards queue
+  std::shared_ptr<Queue> queue;        // the newest posted product, while its caller runs it
+  std::atomic<uint64_t> generation{0}; // bumped on each post
+  std::atomic<int64_t> lingering{0};   // tasks in Linger
+};
+
+inline Posting& Posted() {
+  static Posting posting;
+  return posting;
+}
+
+constexpr auto kLinger = std::chrono::microseconds(200);
+
+inline void Linger(int64_t threads) {
+  Posting& posting = Posted();
+  if (posting.lingering.fetch_add(1) >= threads - 1) {
+    posting.lingering.fetch_sub(1);
+    return;
+  }
+  uint64_t seen = posting.generation.load();
+  auto deadline = std::chrono::steady_clock::now() + kLinger;
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (int i = 0; i < 16; ++i) _mm_pause();
+    const uint64_t generation = posting.generation.load();
+    if (generation == seen) continue;
+    seen = generation;
+    std::shared_ptr<Queue> queue;
+    {
+      std::lock_guard<std::mutex> lock(posting.mu);
+      queue = posting.queue;
+    }
+    if (queue) queue->Join();
+    deadline = std::chrono::steady_clock::now() + kLinger;
+  }
+  posting.lingering.fetch_sub(1);
+  // A product posted just now may have counted this task and scheduled none: RunChunks posts, then reads
+  // `lingering`; this task leaves `lingering`, then reads the generation (both sequentially consistent), so
+  // one of the two sees the other.
+  if (posting.generation.load() != seen) {
+    std::shared_ptr<Queue> queue;
+    {
+      std::lock_guard<std::mutex> lock(posting.mu);
+      queue = posting.queue;
+    }
+    if (queue) queue->Join();
+  }
+}
+
+// Runs chunk(slot, c) once for each c in [0, plan.chunks): on the caller (slot 0) and on up to plan.threads - 1
+// pool tasks (lingering ones first, then new ones), which claim chunks from a shared counter; returns when
+// every chunk has returned. A task may start after this call returned: it holds the queue, finds no chunk
+// left and calls nothing.
+inline void RunChunks(ffi::ThreadPool& pool, const Plan& plan, const std::function<void(int64_t, int64_t)>& chunk) {
   auto queue = std::make_shared<Queue>();
   queue->chunks = plan.chunks;
+  queue->threads = plan.threads;
   queue->chunk = &chunk;
-  for (int64_t t = 1; t < plan.threads; ++t) {
-    pool.Schedule([queue] { queue->Drain(queue->slots.fetch_add(1, std::memory_order_relaxed)); });
+  Posting& posting = Posted();
+  {
+    std::lock_guard<std::mutex> lock(posting.mu);
+    posting.queue = queue;
+  }
+  posting.generation.fetch_add(1);
+  const int64_t threads = plan.threads;
+  for (int64_t t = 1 + posting.lingering.load(); t < threads; ++t) {
+    pool.Schedule([queue, threads] {
+      queue->Join();
+      Linger(threads);
+    });
   }
   queue->Drain(0);
   while (queue->done.load(std::memory_order_acquire) != queue->chunks) _mm_pause();
+  std::lock_guard<std::mutex> lock(posting.mu);
+  if (posting.queue == queue) posting.queue.reset();
 }
 
 // Runs columns(n0, n1) over [0, n) of a weight of n * k elements, in chunks of a multiple of `align` columns.
