@@ -96,6 +96,21 @@ ffi::Error FewRowsMany(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Remai
   const Fn block = kByRows[m];
   const float* xs = x.typed_data();
   const int64_t total = offsets.back();
+  if (m * total * static_cast<int64_t>(sizeof(float)) <= stored::kMaxRowSplitOutput) {
+    // As stored::Multiply: threads split the weights' rows (contiguous memory), each summing all outputs
+    // side by side in a buffer of its own (q/k/v of Qwen2.5-0.5B at 8 rows: ~10% faster than by columns).
+    thread_local std::vector<float> sums;
+    sums.resize(static_cast<size_t>(m * total));
+    parallel::SumOverRows(pool, k, total, stored::kBlockRows, sums.data(), m * total,
+                          [&](float* out, bool first, int64_t k0, int64_t k1) {
+                            for (size_t i = 0; i < ws.size(); ++i) {
+                              const int64_t n = offsets[i + 1] - offsets[i];
+                              block(xs, ws[i], out + m * offsets[i], first, k, n, k0, k1, 0, n);
+                            }
+                          });
+    for (size_t i = 0; i < ws.size(); ++i) std::copy(sums.data() + m * offsets[i], sums.data() + m * offsets[i + 1], ys[i]);
+    return ffi::Error::Success();
+  }
   parallel::Columns(pool, total, k, 16, [&](int64_t c0, int64_t c1) {
     for (size_t i = 0; i < ws.size(); ++i) {  // the part of [c0, c1) that falls in weight i
       const int64_t n = offsets[i + 1] - offsets[i], n0 = std::max(c0, offsets[i]) - offsets[i];

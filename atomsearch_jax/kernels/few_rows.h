@@ -279,12 +279,12 @@ inline void Multiply(ffi::ThreadPool& pool, const float* x, const float* w, floa
 // kBlockRows weight rows (each row's 64 bytes times R broadcast values of x) and in y between blocks, and
 // the group's lines of the next block are prefetched, since kBlockRows streams a row apart defeat the
 // hardware prefetchers (7 GB/s without). Work is split over threads by weight rows, each thread summing into
-// its own copy of y, when that copy fits in L1 (down [4864, 896]: whole rows are contiguous memory), else by
-// columns (gate/up [896, 9728]). Two groups at a time (fewer broadcasts) and longer blocks ran no faster.
+// its own copy of y, when that copy fits in L1 (48 KB here; down [4864, 896]: whole rows are contiguous memory),
+// else by columns (gate/up [896, 9728]). Two groups at a time (fewer broadcasts) and longer blocks ran no faster.
 namespace stored {
 
 constexpr int64_t kBlockRows = 8;
-constexpr int64_t kMaxRowSplitOutput = 32 << 10;  // bytes of y for which threads split the weight's rows
+constexpr int64_t kMaxRowSplitOutput = 40 << 10;  // bytes of y for which threads split the weight's rows
 
 // Adds x[:, k0:k1] w[k0:k1, n0:n1] into y[:, n0:n1] of y [R, n] (writes it when `first`); the last 16-column
 // group is masked.
