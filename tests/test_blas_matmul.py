@@ -183,12 +183,14 @@ def test_an_avx2_core_forced_on_an_avx512_cpu_is_warned_about_and_left_to_xla(mo
 
 @pytest.mark.skipif(not blas_matmul.has_few_row_loop(False), reason="the stored-layout few-row loop needs AVX-512")
 @pytest.mark.parametrize("rows", [1, 3, 8])
-def test_few_row_products_of_several_weights_match_float64_numpy_and_differentiate(rows):
+@pytest.mark.parametrize("k, columns", [(100, (40_000, 24, 17)), (1000, (700, 100, 17))], ids=["by_columns", "by_rows"])
+def test_few_row_products_of_several_weights_match_float64_numpy_and_differentiate(rows, k, columns):
     """One call for the q, k, v projections: column counts that do not fill a 16-column group, chunks that
-    straddle two weights (a 40,000-column weight split over threads), and the gradient through the call."""
+    straddle two weights (a 40,000-column weight split over threads by columns), outputs small enough for
+    the threads to split the weight rows instead (817 columns, 1000 rows), and the gradient through the call."""
     rng = np.random.default_rng(rows)
-    x = rng.standard_normal((rows, 1, 100)).astype(np.float32)
-    ws = tuple(rng.standard_normal((100, n)).astype(np.float32) for n in (40_000, 24, 17))
+    x = rng.standard_normal((rows, 1, k)).astype(np.float32)
+    ws = tuple(rng.standard_normal((k, n)).astype(np.float32) for n in columns)
     got = jax.jit(blas_matmul.few_row_products)(x, ws)
     for y, w in zip(got, ws):
         assert y.shape == (rows, 1, w.shape[1])
