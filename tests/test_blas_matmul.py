@@ -219,3 +219,31 @@ def test_decoding_projects_q_k_v_in_one_call():
     assert hlo.count("atomsearch_few_rows_many") == 1
     np.testing.assert_allclose(np.asarray(run(cfg.replace(matmul="blas"))), np.asarray(run(cfg.replace(matmul="xla"))),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not blas_matmul.has_few_row_loop(False), reason="the stored-layout few-row loop needs AVX-512")
+def test_concurrent_products_share_the_lingering_pool_task_correctly():
+    """Products from several threads at once, back to back: each posts its chunks for the pool task that
+    lingers after the previous product (few_rows.h), which must run only the newest queue's chunks into that
+    queue's outputs. Every result matches float64 numpy."""
+    import concurrent.futures
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(4):
+        x = rng.standard_normal((8, 600)).astype(np.float32)
+        w = rng.standard_normal((600, 2000 + 16 * i)).astype(np.float32)  # by columns
+        v = rng.standard_normal((600, 500)).astype(np.float32)             # by rows (16 KB of output)
+        cases.append((x, w, v, x.astype(np.float64) @ w, x.astype(np.float64) @ v))
+    product = jax.jit(lambda x, w, v: (blas_matmul.matmul(x, w, policy="blas"),) + blas_matmul.few_row_products(x, (v,)))
+
+    def run(case):
+        x, w, v, want_w, want_v = case
+        for _ in range(30):
+            got_w, got_v = product(x, w, v)
+            np.testing.assert_allclose(np.asarray(got_w), want_w, rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(np.asarray(got_v), want_v, rtol=1e-4, atol=1e-3)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(run, case) for case in cases]:
+            done.result()
