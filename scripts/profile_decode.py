@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -103,6 +104,8 @@ def main() -> None:
     with gzip.open(trace) as f:
         events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
     ops = hlo_ops({e["name"] for e in events})
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    shutil.rmtree(DUMP, ignore_errors=True)
     steps = args.steps - 1
     groups: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for e in events:

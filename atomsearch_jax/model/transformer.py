@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 from atomsearch_jax.kernels import blas_matmul
 from atomsearch_jax.model.attention import KeyMask
 from atomsearch_jax.model.config import ModelConfig
-from atomsearch_jax.model.layers import Constrainer, DecoderLayer, RMSNorm
+from atomsearch_jax.model.layers import Constrainer, DecoderLayer, RMSNorm, Rotary, rotary_tables
 from atomsearch_jax.parallel.rules import SAMPLE_RULES, TRAIN_RULES, LogicalRules
 
 Array = jax.Array
@@ -31,9 +31,9 @@ class _ScannedLayer(nn.Module):
     constrain: Constrainer
 
     @nn.compact
-    def __call__(self, x: Array, positions: Array, mask: KeyMask) -> tuple[Array, None]:
+    def __call__(self, x: Array, rotary: Rotary, mask: KeyMask) -> tuple[Array, None]:
         layer = nn.remat(DecoderLayer) if self.cfg.remat else DecoderLayer
-        x, _ = layer(self.cfg, self.constrain, name="layer")(x, positions, mask)
+        x, _ = layer(self.cfg, self.constrain, name="layer")(x, rotary, mask)
         return x, None
 
 
@@ -45,27 +45,29 @@ class Qwen2(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: Array, positions: Array, mask: KeyMask, cache: KVCache | None = None,
-                 cache_index: Array | None = None) -> tuple[Array, KVCache | None]:
+                 cache_index: Array | None = None, max_position: int | None = None) -> tuple[Array, KVCache | None]:
+        """tokens, positions [B, T]; max_position: a static bound on every position (see `rotary_tables`)."""
         cfg = self.cfg
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype,
                          embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
                          name="embed")
         x = embed(tokens).astype(cfg.compute_dtype)
         x = self.constrain(x, ("batch", "length", "act_embed"))
+        rotary = rotary_tables(positions, cfg.dims_per_head, cfg.rope_theta, max_position)
         if cfg.scan_layers:
             if cache is not None:
                 raise ValueError("scan_layers=True models cannot decode with a KV cache; load with scan_layers=False")
             scan = nn.scan(_ScannedLayer, variable_axes={"params": 0}, split_rngs={"params": True},
                            in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
                            metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = scan(cfg, self.constrain, name="layers")(x, positions, mask)
+            x, _ = scan(cfg, self.constrain, name="layers")(x, rotary, mask)
             new_cache = None
         else:
             layer_cls = nn.remat(DecoderLayer) if cfg.remat else DecoderLayer
             new_cache = [] if cache is not None else None
             for i in range(cfg.num_layers):
                 x, layer_cache = layer_cls(cfg, self.constrain, name=f"layers_{i}")(
-                    x, positions, mask, None if cache is None else cache[i], cache_index)
+                    x, rotary, mask, None if cache is None else cache[i], cache_index)
                 if cache is not None:
                     new_cache.append(layer_cache)
         return RMSNorm(cfg, name="final_norm")(x), new_cache
@@ -159,11 +161,14 @@ def forward_cached(config: ModelConfig, params: Any, tokens: Array, cache: KVCac
     tokens = jnp.asarray(tokens, jnp.int32)
     b, t = tokens.shape
     slots = cache_index[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]  # [B, T]
+    # Slots lie below the cache size: RoPE's tables are then gathered (see layers.rotary_tables).
+    max_position = cache[0]["k"].shape[2] if positions is None else None
     if positions is None:
         positions = slots
     mask = KeyMask(q_slots=slots)
     body, _ = _split_head(params)
-    return _model(config, mesh, rules).apply({"params": body}, tokens, positions, mask, cache, cache_index)
+    return _model(config, mesh, rules).apply({"params": body}, tokens, positions, mask, cache, cache_index,
+                                             max_position)
 
 
 def init_params(config: ModelConfig, rng: Array) -> Any:
