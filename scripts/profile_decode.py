@@ -9,7 +9,9 @@ event of the compiled decode program is matched to its HLO instruction in XLA's 
 (--xla_dump_to, set by this script before jax starts) and grouped by the instruction's op name with the
 layer index removed, so that "layers_N/mlp/gate_up" sums the 24 layers' products. Printed: untraced ms a step
 (each repeat), the traced ms a step, then the groups by total ms a step with their calls a step, the median
-call in us, and the output shape.
+call in us, the median delay (us) from a call's start to the first XLA pool task that starts during it on
+another thread ("-": none started; a pool task that was already running, e.g. few_rows.h's lingering one,
+starts none), and the output shape.
 """
 from __future__ import annotations
 
@@ -54,6 +56,26 @@ def hlo_ops(names: set[str]) -> dict[str, tuple[str, str]]:
         if len(names & ops.keys()) > len(names & best.keys()):
             best = ops
     return best
+
+
+def pool_task_starts(events: list[dict]) -> dict[int, np.ndarray]:
+    """Sorted start times (us) of XLA pool tasks (ThreadpoolListener regions), by thread."""
+    starts = collections.defaultdict(list)
+    for e in events:
+        if e["name"] == "ThreadpoolListener::StartRegion":
+            starts[e["tid"]].append(e["ts"])
+    return {tid: np.sort(ts) for tid, ts in starts.items()}
+
+
+def first_start_inside(starts: dict[int, np.ndarray], event: dict) -> float | None:
+    """us from the event's start to the first pool task that starts on another thread during it, if any."""
+    begin, end = event["ts"], event["ts"] + event["dur"]
+    delays = []
+    for tid, ts in starts.items():
+        i = np.searchsorted(ts, begin)
+        if tid != event["tid"] and i < len(ts) and ts[i] < end:
+            delays.append(ts[i] - begin)
+    return min(delays) if delays else None
 
 
 def op_group(op_name: str) -> str:
@@ -107,16 +129,22 @@ def main() -> None:
     shutil.rmtree(trace_dir, ignore_errors=True)
     shutil.rmtree(DUMP, ignore_errors=True)
     steps = args.steps - 1
+    starts = pool_task_starts(events)
     groups: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    late: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for e in events:
         if e["name"] in ops:
             shape, op_name = ops[e["name"]]
             groups[(op_group(op_name), shape)].append(e["dur"])
+            delay = first_start_inside(starts, e)
+            if delay is not None:
+                late[(op_group(op_name), shape)].append(delay)
     rows = sorted(groups.items(), key=lambda kv: -sum(kv[1]))[: args.top]
-    print(f"{'ms/step':>8} {'calls/step':>10} {'median us':>9}  op (output shape)")
-    for (name, shape), durations in rows:
-        print(f"{sum(durations) / steps / 1e3:8.3f} {len(durations) / steps:10.1f} {np.median(durations):9.1f}  "
-              f"{name} ({shape})")
+    print(f"{'ms/step':>8} {'calls/step':>10} {'median us':>9} {'pool start':>10}  op (output shape)")
+    for key, durations in rows:
+        start = f"{np.median(late[key]):.1f}" if late[key] else "-"
+        print(f"{sum(durations) / steps / 1e3:8.3f} {len(durations) / steps:10.1f} {np.median(durations):9.1f} "
+              f"{start:>10}  {key[0]} ({key[1]})")
 
 
 if __name__ == "__main__":
