@@ -74,16 +74,26 @@ struct Queue {
   void Join() { Drain(slots.fetch_add(1, std::memory_order_relaxed)); }
 };
 
-// Waking a sleeping pool thread took 25-40 us under KVM, a third of a decode step's attention or q/k/v
-// product: so a task that has drained its queue stays awake for kLinger, taking the chunks of the queues
-// posted meanwhile (the next products of the step, a few us apart). At most threads - 1 tasks linger, so the
-// caller's core stays free. The posting is process-wide (a function-local static of an inline function is
-// one object across the handler libraries), so a product of one library finds the task another left.
+// A pool task woken for a product started 15-56 us after the call (medians by product in a decode step of
+// Qwen2.5-0.5B under KVM, scripts/profile_decode.py), against 100-150 us for its attention or q/k/v product:
+// so a task that has drained its queue stays awake for kLinger, taking the chunks of the queues posted
+// meanwhile (the step's next products, a few us apart). At most threads - 1 tasks linger, so the caller's
+// core stays free. The posting is process-wide (a function-local static of an inline function is one object
+// across the handler libraries), so a product of one library finds the task another left.
 struct Posting {
   std::mutex mu;                       // guards queue
   std::shared_ptr<Queue> queue;        // the newest posted product, while its caller runs it
   std::atomic<uint64_t> generation{0}; // bumped on each post
   std::atomic<int64_t> lingering{0};   // tasks in Linger
+
+  void JoinNewest() {
+    std::shared_ptr<Queue> newest;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      newest = queue;
+    }
+    if (newest) newest->Join();
+  }
 };
 
 inline Posting& Posted() {
@@ -106,26 +116,14 @@ inline void Linger(int64_t threads) {
     const uint64_t generation = posting.generation.load();
     if (generation == seen) continue;
     seen = generation;
-    std::shared_ptr<Queue> queue;
-    {
-      std::lock_guard<std::mutex> lock(posting.mu);
-      queue = posting.queue;
-    }
-    if (queue) queue->Join();
+    posting.JoinNewest();
     deadline = std::chrono::steady_clock::now() + kLinger;
   }
   posting.lingering.fetch_sub(1);
   // A product posted just now may have counted this task and scheduled none: RunChunks posts, then reads
   // `lingering`; this task leaves `lingering`, then reads the generation (both sequentially consistent), so
   // one of the two sees the other.
-  if (posting.generation.load() != seen) {
-    std::shared_ptr<Queue> queue;
-    {
-      std::lock_guard<std::mutex> lock(posting.mu);
-      queue = posting.queue;
-    }
-    if (queue) queue->Join();
-  }
+  if (posting.generation.load() != seen) posting.JoinNewest();
 }
 
 // Runs chunk(slot, c) once for each c in [0, plan.chunks): on the caller (slot 0) and on up to plan.threads - 1

@@ -68,7 +68,7 @@ class RMSNorm(nn.Module):
         return scale.astype(x.dtype) * x32.astype(x.dtype)
 
 
-Rotary = tuple  # (cos, sin): RoPE's float32 tables [B, T, 1, D] at a forward's positions
+Rotary = tuple[Array, Array]  # (cos, sin): RoPE's float32 tables [B, T, 1, D] at a forward's positions
 
 
 def rotary_tables(positions: Array, dims_per_head: int, theta: float, max_position: int | None = None) -> Rotary:
@@ -76,8 +76,8 @@ def rotary_tables(positions: Array, dims_per_head: int, theta: float, max_positi
 
     With max_position (static; every position below it) they are rows of [max_position, D] tables, gathered
     by position. Computed from the positions, XLA fused cos and sin into each query and key element (14 per
-    table entry: 20-40 us a layer at decode); the whole tables depend on no position, so in a decode loop
-    XLA computes them once, outside the loop. Both ways give the same values."""
+    table entry: ~30 us a layer in Qwen2.5-0.5B's decode step); the whole tables depend on no position, so
+    in a decode loop XLA computes them once, outside the loop. Both ways give the same values."""
     d = dims_per_head
     inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
     if max_position is None:
