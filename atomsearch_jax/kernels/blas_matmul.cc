@@ -89,14 +89,10 @@ ffi::Error FewRowsMany(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Remai
     ys.push_back((*y)->typed_data());
     offsets.push_back(offsets.back() + wd[1]);
   }
-  using Fn = void (*)(const float*, const float*, float*, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
-  static constexpr Fn kByRows[kMaxRows + 1] = {nullptr, stored::Block<1>, stored::Block<2>, stored::Block<3>,
-                                               stored::Block<4>, stored::Block<5>, stored::Block<6>,
-                                               stored::Block<7>, stored::Block<8>};
-  const Fn block = kByRows[m];
+  const stored::BlockFn block = stored::BlockFor(m);
   const float* xs = x.typed_data();
   const int64_t total = offsets.back();
-  if (m * total * static_cast<int64_t>(sizeof(float)) <= stored::kMaxRowSplitOutput) {
+  if (stored::SplitsRows(m, total)) {
     // As stored::Multiply: threads split the weights' rows (contiguous memory), each summing all outputs
     // side by side in a buffer of its own (faster than by columns for Qwen2.5-0.5B's q/k/v at 8 rows).
     thread_local std::vector<float> sums;

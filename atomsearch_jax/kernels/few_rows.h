@@ -317,13 +317,25 @@ __attribute__((target("avx512f"))) inline void Block(const float* x, const float
 
 inline bool Supported(int64_t m) { return m >= 1 && m <= kMaxRows && __builtin_cpu_supports("avx512f"); }
 
+using BlockFn = void (*)(const float*, const float*, float*, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
+                        int64_t);
+
+// Block<m> for 1 <= m <= kMaxRows.
+inline BlockFn BlockFor(int64_t m) {
+  static constexpr BlockFn kByRows[kMaxRows + 1] = {nullptr, Block<1>, Block<2>, Block<3>, Block<4>,
+                                                    Block<5>, Block<6>, Block<7>, Block<8>};
+  return kByRows[m];
+}
+
+// Whether threads split the weight rows of a product with outputs [m, n] (else its columns).
+inline bool SplitsRows(int64_t m, int64_t n) {
+  return m * n * static_cast<int64_t>(sizeof(float)) <= kMaxRowSplitOutput;
+}
+
 // y [m, n] = x [m, k] w for w [k, n].
 inline void Multiply(ffi::ThreadPool& pool, const float* x, const float* w, float* y, int64_t m, int64_t k, int64_t n) {
-  using Fn = void (*)(const float*, const float*, float*, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
-  static constexpr Fn kByRows[kMaxRows + 1] = {nullptr, Block<1>, Block<2>, Block<3>, Block<4>,
-                                               Block<5>, Block<6>, Block<7>, Block<8>};
-  const Fn block = kByRows[m];
-  if (m * n * static_cast<int64_t>(sizeof(float)) <= kMaxRowSplitOutput) {
+  const BlockFn block = BlockFor(m);
+  if (SplitsRows(m, n)) {
     parallel::SumOverRows(pool, k, n, kBlockRows, y, m * n, [&](float* out, bool first, int64_t k0, int64_t k1) {
       block(x, w, out, first, k, n, k0, k1, 0, n);
     });
