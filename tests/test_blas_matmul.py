@@ -247,3 +247,29 @@ def test_concurrent_products_share_the_lingering_pool_task_correctly():
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for done in [pool.submit(run, case) for case in cases]:
             done.result()
+
+@pytest.mark.skipif(not blas_matmul.has_few_row_loop(False), reason="the stored-layout few-row loop needs AVX-512")
+@pytest.mark.parametrize("several", [False, True], ids=["matmul", "few_row_products"])
+def test_products_split_over_weight_rows_give_the_same_bits_on_every_call(several):
+    """A product split over the weight's rows adds its chunks' partial sums in chunk order (few_rows.h), so its
+    float32 output does not depend on which thread ran which chunk. Calls from several threads at once, where
+    the pool's tasks join at varying moments, all give the bits of the first call."""
+    import concurrent.futures
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 4864)).astype(np.float32)
+    w = rng.standard_normal((4864, 896)).astype(np.float32)  # down's shape: 8 chunks of rows on 2 threads
+    if several:
+        product = jax.jit(lambda x, w: jnp.concatenate(blas_matmul.few_row_products(x, (w[:, :512], w[:, 512:])), 1))
+    else:
+        product = jax.jit(lambda x, w: blas_matmul.matmul(x, w, policy="blas"))
+    first = np.asarray(product(x, w))
+    np.testing.assert_allclose(first, x.astype(np.float64) @ w, rtol=1e-4, atol=1e-3)
+
+    def run(_):
+        return [np.asarray(product(x, w)) for _ in range(40)]
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = [y for done in [pool.submit(run, i) for i in range(3)] for y in done.result()]
+    for y in results:
+        np.testing.assert_array_equal(y, first)

@@ -167,8 +167,10 @@ inline void Columns(ffi::ThreadPool& pool, int64_t n, int64_t k, int64_t align,
 
 // Runs rows(out, first, k0, k1), which adds the weight rows [k0, k1)'s share of the product into `out` (or
 // writes it there when `first`), over the rows [0, k) of a weight of k * n elements in chunks of a multiple of
-// `align` rows. Each thread sums its chunks into a buffer of its own (the caller's is y, of y_size floats);
-// the others' are then added into y. A chunk of whole weight rows is one contiguous stretch of memory.
+// `align` rows. Each chunk writes its own partial sum (chunk 0 into y, of y_size floats), and the partials are
+// then added into y in chunk order: so y depends on the plan alone, never on which thread ran which chunk (a
+// thread summing its chunks into one buffer made decode's float32 outputs vary from run to run with the pool's
+// timing). A chunk of whole weight rows is one contiguous stretch of memory.
 inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t align, float* y, int64_t y_size,
                         const std::function<void(float*, bool, int64_t, int64_t)>& rows) {
   const Plan plan = PlanChunks(pool, k, n * k, align);
@@ -177,23 +179,14 @@ inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t ali
     return;
   }
   thread_local std::vector<float> scratch;
-  scratch.resize(std::max<size_t>(scratch.size(), static_cast<size_t>((plan.threads - 1) * y_size)));
-  std::vector<float*> out{y};
-  for (int64_t t = 1; t < plan.threads; ++t) out.push_back(scratch.data() + (t - 1) * y_size);
-  std::vector<char> written(plan.threads, 0);  // out[slot] holds a sum; each slot's thread alone sets its own
-  RunChunks(pool, plan, [&](int64_t slot, int64_t c) {
-    rows(out[slot], !written[slot], c * plan.size, std::min(k, (c + 1) * plan.size));
-    written[slot] = 1;
+  scratch.resize(std::max<size_t>(scratch.size(), static_cast<size_t>((plan.chunks - 1) * y_size)));
+  float* const partials = scratch.data();  // chunk c >= 1 at partials + (c - 1) * y_size
+  RunChunks(pool, plan, [&](int64_t, int64_t c) {
+    rows(c == 0 ? y : partials + (c - 1) * y_size, true, c * plan.size, std::min(k, (c + 1) * plan.size));
   });
-  bool y_written = written[0];
-  for (int64_t t = 1; t < plan.threads; ++t) {
-    if (!written[t]) continue;
-    if (y_written) {
-      for (int64_t i = 0; i < y_size; ++i) y[i] += out[t][i];
-    } else {
-      std::copy(out[t], out[t] + y_size, y);
-      y_written = true;
-    }
+  for (int64_t c = 1; c < plan.chunks; ++c) {
+    const float* partial = partials + (c - 1) * y_size;
+    for (int64_t i = 0; i < y_size; ++i) y[i] += partial[i];
   }
 }
 
@@ -330,6 +323,14 @@ inline BlockFn BlockFor(int64_t m) {
 // Whether threads split the weight rows of a product with outputs [m, n] (else its columns).
 inline bool SplitsRows(int64_t m, int64_t n) {
   return m * n * static_cast<int64_t>(sizeof(float)) <= kMaxRowSplitOutput;
+}
+
+// The weight rows per partial sum of a product with outputs [m, n] and w [k, n]: Multiply's y is the sum, in
+// order, of the fma chains over rows [0, s), [s, 2s), ... (s = k: one chain over all rows).
+inline int64_t SummedRows(ffi::ThreadPool& pool, int64_t m, int64_t k, int64_t n) {
+  if (!SplitsRows(m, n)) return k;
+  const parallel::Plan plan = parallel::PlanChunks(pool, k, n * k, kBlockRows);
+  return plan.threads <= 1 || plan.chunks <= 1 ? k : plan.size;
 }
 
 // y [m, n] = x [m, k] w for w [k, n].

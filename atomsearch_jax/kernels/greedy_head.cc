@@ -153,47 +153,57 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void Screen(const Row* ro
   }
 }
 
-// The float32 logit x.w_j as the full head's loop computes it (few_rows.h): skinny::DotRows for the stored
-// [V, E] embedding read transposed, stored::Block's fma chain for an [E, V] kernel.
-float ExactLogit(const float* x, const float* w, bool transposed, int64_t n, int64_t k, int64_t j) {
-  float y;
-  if (transposed) {
-    skinny::DotRows<1>(x, w + j * k, w + j * k, &y, k, 1, 0);
+// One row's float32 logits as the full head's loop computes them (few_rows.h): skinny::DotRows for the stored
+// [V, E] embedding read transposed (w [n, k]); for an [E, V] kernel (w [k, n]), stored::Block's fma chains over
+// `summed_rows` weight rows at a time (stored::SummedRows), added in order as stored::Multiply adds them.
+struct Head {
+  const float* w;
+  bool transposed;
+  int64_t n, k, summed_rows;
+
+  // x.w_j for x [k].
+  float Logit(const float* x, int64_t j) const {
+    float y = 0.f;
+    if (transposed) {
+      skinny::DotRows<1>(x, w + j * k, w + j * k, &y, k, 1, 0);
+      return y;
+    }
+    for (int64_t k0 = 0; k0 < k; k0 += summed_rows) {
+      float partial = 0.f;
+      for (int64_t p = k0; p < std::min(k, k0 + summed_rows); ++p) partial = std::fma(x[p], w[p * n + j], partial);
+      y = k0 == 0 ? partial : y + partial;
+    }
     return y;
   }
-  y = 0.f;
-  for (int64_t p = 0; p < k; ++p) y = std::fma(x[p], w[p * n + j], y);
-  return y;
-}
+};
 
 // numpy's argmax of the row's whole float32 logits (the first NaN, else the first maximum).
-std::pair<int64_t, float> WholeRow(const float* x, const float* w, bool transposed, int64_t n, int64_t k) {
-  std::pair<int64_t, float> best{0, ExactLogit(x, w, transposed, n, k, 0)};
-  for (int64_t j = 0; j < n && !std::isnan(best.second); ++j) {
-    const float y = ExactLogit(x, w, transposed, n, k, j);
+std::pair<int64_t, float> WholeRow(const float* x, const Head& head) {
+  std::pair<int64_t, float> best{0, head.Logit(x, 0)};
+  for (int64_t j = 0; j < head.n && !std::isnan(best.second); ++j) {
+    const float y = head.Logit(x, j);
     if (std::isnan(y) || y > best.second) best = {j, y};
   }
   return best;
 }
 
 // The token and its float32 logit for one row from its candidates on every thread.
-std::pair<int64_t, float> Decide(const std::vector<Candidates*>& seen, const float* x, const float* w,
-                                 bool transposed, int64_t n, int64_t k) {
+std::pair<int64_t, float> Decide(const std::vector<Candidates*>& seen, const float* x, const Head& head) {
   float lower = -std::numeric_limits<float>::infinity();
   for (const Candidates* c : seen) {
-    if (c->redo) return WholeRow(x, w, transposed, n, k);
+    if (c->redo) return WholeRow(x, head);
     lower = std::max(lower, c->best_lower);
   }
   std::pair<int64_t, float> best{-1, 0.f};
   for (const Candidates* c : seen) {
     for (const auto& [j, upper] : c->items) {
       if (upper < lower) continue;
-      const float y = ExactLogit(x, w, transposed, n, k, j);
-      if (std::isnan(y)) return WholeRow(x, w, transposed, n, k);
+      const float y = head.Logit(x, j);
+      if (std::isnan(y)) return WholeRow(x, head);
       if (best.first < 0 || y > best.second || (y == best.second && j < best.first)) best = {j, y};
     }
   }
-  return best.first < 0 ? WholeRow(x, w, transposed, n, k) : best;
+  return best.first < 0 ? WholeRow(x, head) : best;
 }
 
 template <int R>
@@ -325,20 +335,22 @@ ffi::Error GreedyHead(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   if (m == 0) return ffi::Error::Success();
   if (n == 0) return ffi::Error::InvalidArgument("atomsearch_greedy_head: an empty vocabulary has no argmax");
   const float* xs = x.typed_data();
-  const float* ws = w.typed_data();
-  const auto* head = reinterpret_cast<const int8_t*>(screen.untyped_data());
+  // More rows than the few-row loop takes go to other products (sgemm, XLA's dot): one chain per logit then.
+  const Head head{w.typed_data(), transposed, n, k,
+                  !transposed && m <= kMaxRows ? stored::SummedRows(pool, m, k, n) : k};
+  const auto* screened = reinterpret_cast<const int8_t*>(screen.untyped_data());
   const int64_t padded = (k + kStep - 1) / kStep * kStep;
   std::vector<std::vector<Candidates>> per_thread;
   for (int64_t g0 = 0; g0 < m; g0 += kGroupRows) {
     const int64_t rows_here = std::min(kGroupRows, m - g0);
     std::vector<Row> rows;
     for (int64_t r = 0; r < rows_here; ++r) rows.push_back(PrepareRow(xs + (g0 + r) * k, k, padded));
-    kScreenByRows[rows_here](pool, rows.data(), head, norms.typed_data(), n, k, per_thread);
+    kScreenByRows[rows_here](pool, rows.data(), screened, norms.typed_data(), n, k, per_thread);
     for (int64_t r = 0; r < rows_here; ++r) {
       const float* xr = xs + (g0 + r) * k;
       std::vector<Candidates*> seen;
       for (auto& thread : per_thread) seen.push_back(&thread[r]);
-      const auto [j, y] = rows[r].finite ? Decide(seen, xr, ws, transposed, n, k) : WholeRow(xr, ws, transposed, n, k);
+      const auto [j, y] = rows[r].finite ? Decide(seen, xr, head) : WholeRow(xr, head);
       tokens->typed_data()[g0 + r] = static_cast<int32_t>(j);
       logits->typed_data()[g0 + r] = y;
     }
