@@ -273,3 +273,28 @@ def test_products_split_over_weight_rows_give_the_same_bits_on_every_call(severa
         results = [y for done in [pool.submit(run, i) for i in range(3)] for y in done.result()]
     for y in results:
         np.testing.assert_array_equal(y, first)
+
+
+@pytest.mark.skipif(not blas_matmul.has_few_row_loop(False), reason="the stored-layout few-row loop needs AVX-512")
+def test_decoding_through_the_few_row_loops_records_the_same_log_probs_on_every_run():
+    """Greedy decoding whose q/k/v, o and down products split over weight rows (8 rows): the recorded float32
+    log-probabilities are the same bits on every run, as a rerun of an evaluation or rollout must be."""
+    from atomsearch_jax.generate import Engine, sampling_arrays
+
+    cfg = tiny_config(hidden_size=256, num_heads=4, num_kv_heads=2, intermediate_size=1024, num_layers=2,
+                      vocab_size=512, matmul="blas")
+    engine = Engine(cfg, init_params(cfg, jax.random.PRNGKey(0)), max_len=32)
+    prompts = [list(map(int, p)) for p in np.random.default_rng(0).integers(0, 512, (8, 6))]
+    greedy = sampling_arrays(8, temperature=0.0)
+
+    def run():
+        state = engine.start(prompts, rows=8, max_new_tokens=16)
+        state, _ = engine.decode(state, max_steps=16, sampling=greedy, stops=engine.stop_set(eos=False))
+        out = engine.export(state)
+        return out.tokens, out.logprobs
+
+    tokens, logprobs = run()
+    for _ in range(8):
+        again_tokens, again_logprobs = run()
+        np.testing.assert_array_equal(again_tokens, tokens)
+        np.testing.assert_array_equal(again_logprobs, logprobs)
