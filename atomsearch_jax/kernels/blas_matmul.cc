@@ -93,15 +93,15 @@ ffi::Error FewRowsMany(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Remai
   const float* xs = x.typed_data();
   const int64_t total = offsets.back();
   if (stored::SplitsRows(m, total)) {
-    // As stored::Multiply: threads split the weights' rows (contiguous memory), each summing all outputs
-    // side by side in a buffer of its own (faster than by columns for Qwen2.5-0.5B's q/k/v at 8 rows).
+    // As stored::Multiply: threads split the weights' rows (contiguous memory), each chunk's partial sums
+    // of all outputs side by side (faster than by columns for Qwen2.5-0.5B's q/k/v at 8 rows).
     thread_local std::vector<float> sums;
     sums.resize(static_cast<size_t>(m * total));
     parallel::SumOverRows(pool, k, total, stored::kBlockRows, sums.data(), m * total,
-                          [&](float* out, bool first, int64_t k0, int64_t k1) {
+                          [&](float* out, int64_t k0, int64_t k1) {
                             for (size_t i = 0; i < ws.size(); ++i) {
                               const int64_t n = offsets[i + 1] - offsets[i];
-                              block(xs, ws[i], out + m * offsets[i], first, k, n, k0, k1, 0, n);
+                              block(xs, ws[i], out + m * offsets[i], true, k, n, k0, k1, 0, n);
                             }
                           });
     for (size_t i = 0; i < ws.size(); ++i) {

@@ -165,24 +165,31 @@ inline void Columns(ffi::ThreadPool& pool, int64_t n, int64_t k, int64_t align,
   RunChunks(pool, plan, [&](int64_t, int64_t c) { columns(c * plan.size, std::min(n, (c + 1) * plan.size)); });
 }
 
-// Runs rows(out, first, k0, k1), which adds the weight rows [k0, k1)'s share of the product into `out` (or
-// writes it there when `first`), over the rows [0, k) of a weight of k * n elements in chunks of a multiple of
-// `align` rows. Each chunk writes its own partial sum (chunk 0 into y, of y_size floats), and the partials are
-// then added into y in chunk order: so y depends on the plan alone, never on which thread ran which chunk (a
-// thread summing its chunks into one buffer made decode's float32 outputs vary from run to run with the pool's
-// timing). A chunk of whole weight rows is one contiguous stretch of memory.
-inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t align, float* y, int64_t y_size,
-                        const std::function<void(float*, bool, int64_t, int64_t)>& rows) {
+// The chunks SumOverRows cuts the k rows of a weight [k, n] into: one chunk of all k rows when it runs on
+// one thread.
+inline Plan RowPlan(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t align) {
   const Plan plan = PlanChunks(pool, k, n * k, align);
-  if (plan.threads <= 1 || plan.chunks <= 1) {
-    rows(y, true, 0, k);
+  return plan.threads <= 1 || plan.chunks <= 1 ? Plan{1, 1, k} : plan;
+}
+
+// Runs rows(out, k0, k1), which writes the weight rows [k0, k1)'s share of the product into `out`, over the
+// rows [0, k) of a weight [k, n] in RowPlan's chunks. Each chunk writes its own partial sum (chunk 0 into y, of
+// y_size floats), and the partials are then added into y in chunk order: so y depends on the plan alone,
+// never on which thread ran which chunk (a thread summing its chunks into one buffer made decode's float32
+// outputs vary from run to run with the pool's timing). A chunk of whole weight rows is one contiguous stretch
+// of memory.
+inline void SumOverRows(ffi::ThreadPool& pool, int64_t k, int64_t n, int64_t align, float* y, int64_t y_size,
+                        const std::function<void(float*, int64_t, int64_t)>& rows) {
+  const Plan plan = RowPlan(pool, k, n, align);
+  if (plan.chunks == 1) {
+    rows(y, 0, k);
     return;
   }
   thread_local std::vector<float> scratch;
   scratch.resize(std::max<size_t>(scratch.size(), static_cast<size_t>((plan.chunks - 1) * y_size)));
   float* const partials = scratch.data();  // chunk c >= 1 at partials + (c - 1) * y_size
   RunChunks(pool, plan, [&](int64_t, int64_t c) {
-    rows(c == 0 ? y : partials + (c - 1) * y_size, true, c * plan.size, std::min(k, (c + 1) * plan.size));
+    rows(c == 0 ? y : partials + (c - 1) * y_size, c * plan.size, std::min(k, (c + 1) * plan.size));
   });
   for (int64_t c = 1; c < plan.chunks; ++c) {
     const float* partial = partials + (c - 1) * y_size;
@@ -328,17 +335,15 @@ inline bool SplitsRows(int64_t m, int64_t n) {
 // The weight rows per partial sum of a product with outputs [m, n] and w [k, n]: Multiply's y is the sum, in
 // order, of the fma chains over rows [0, s), [s, 2s), ... (s = k: one chain over all rows).
 inline int64_t SummedRows(ffi::ThreadPool& pool, int64_t m, int64_t k, int64_t n) {
-  if (!SplitsRows(m, n)) return k;
-  const parallel::Plan plan = parallel::PlanChunks(pool, k, n * k, kBlockRows);
-  return plan.threads <= 1 || plan.chunks <= 1 ? k : plan.size;
+  return SplitsRows(m, n) ? parallel::RowPlan(pool, k, n, kBlockRows).size : k;
 }
 
 // y [m, n] = x [m, k] w for w [k, n].
 inline void Multiply(ffi::ThreadPool& pool, const float* x, const float* w, float* y, int64_t m, int64_t k, int64_t n) {
   const BlockFn block = BlockFor(m);
   if (SplitsRows(m, n)) {
-    parallel::SumOverRows(pool, k, n, kBlockRows, y, m * n, [&](float* out, bool first, int64_t k0, int64_t k1) {
-      block(x, w, out, first, k, n, k0, k1, 0, n);
+    parallel::SumOverRows(pool, k, n, kBlockRows, y, m * n, [&](float* out, int64_t k0, int64_t k1) {
+      block(x, w, out, true, k, n, k0, k1, 0, n);
     });
   } else {
     parallel::Columns(pool, n, k, 16, [&](int64_t n0, int64_t n1) { block(x, w, y, true, k, n, 0, k, n0, n1); });
